@@ -1,0 +1,33 @@
+"""Prometheus metrics of the operator, served on /metrics by httpserver.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Counter, Histogram
+
+RECONCILES = Counter(
+    "kubetune_reconcile_total",
+    "Reconciliations by kind, handler and result (ok, error).",
+    ["kind", "handler", "result"],
+)
+RECONCILE_SECONDS = Histogram(
+    "kubetune_reconcile_duration_seconds",
+    "Time spent in one reconciliation.",
+    ["kind", "handler"],
+)
+
+
+@contextmanager
+def observe_reconcile(kind: str, handler: str) -> Iterator[None]:
+    """Count and time one reconciliation; an exception counts as an error and propagates."""
+    start = time.perf_counter()
+    result = "error"
+    try:
+        yield
+        result = "ok"
+    finally:
+        RECONCILE_SECONDS.labels(kind, handler).observe(time.perf_counter() - start)
+        RECONCILES.labels(kind, handler, result).inc()

@@ -1,0 +1,91 @@
+"""The operator skeleton, as its own process against the real API server."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from tests.kube import ROOT, OperatorProcess, get, wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+def phase_of(cluster, kind: str, name: str, namespace: str) -> str | None:
+    obj = get(cluster, kind, name, "-n", namespace)
+    return obj and obj.get("status", {}).get("phase")
+
+
+def test_examples_get_their_first_phase(cluster, operator, namespace):
+    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples"))
+    wait_for("ftj Pending", lambda: phase_of(cluster, "ftj", "xbox-support", namespace) == "Pending")
+    wait_for("mdep WaitingForModel",
+             lambda: phase_of(cluster, "mdep", "xbox-support", namespace) == "WaitingForModel")
+    ftj = get(cluster, "ftj", "xbox-support", "-n", namespace)
+    status = ftj["status"]
+    assert status["observedGeneration"] == ftj["metadata"]["generation"]
+    (accepted,) = [c for c in status["conditions"] if c["type"] == "Accepted"]
+    assert (accepted["status"], accepted["reason"]) == ("True", "Accepted")
+    # kubectl get shows the phase the operator set.
+    row = cluster.kubectl("get", "ftj", "xbox-support", "-n", namespace, "--no-headers").stdout.split()
+    assert row[:3] == ["xbox-support", "local", "Pending"]
+
+
+def test_model_registered_by_hand_is_ready(cluster, operator, namespace):
+    model = {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTunedModel",
+        "metadata": {"name": "by-hand"},
+        "spec": {"baseModel": "microsoft/Phi-3-mini-4k-instruct",
+                 "source": {"pvc": {"claimName": "models", "path": "adapter"}}},
+    }
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(model))
+    wait_for("ftm Ready", lambda: phase_of(cluster, "ftm", "by-hand", namespace) == "Ready")
+
+
+def test_observed_generation_follows_spec_changes(cluster, operator, namespace):
+    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml"))
+    wait_for("first reconcile", lambda: phase_of(cluster, "ftj", "xbox-support", namespace))
+    cluster.kubectl("patch", "ftj", "xbox-support", "-n", namespace, "--type=merge",
+                    "-p", '{"spec": {"hyperparameters": {"epochs": 5}}}')
+    wait_for(
+        "observedGeneration 2",
+        lambda: (get(cluster, "ftj", "xbox-support", "-n", namespace)["status"]
+                 .get("observedGeneration") == 2),
+    )
+
+
+def test_events_are_posted(cluster, operator, namespace):
+    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml"))
+    events = wait_for(
+        "an event for the job",
+        lambda: [e for e in get(cluster, "events", "-n", namespace)["items"]
+                 if e["involvedObject"]["name"] == "xbox-support" and e["reason"] == "Pending"],
+    )
+    assert events[0]["involvedObject"]["kind"] == "FineTuneJob"
+    assert events[0]["message"] == "Phase is now Pending"
+
+
+def test_health_and_metrics(cluster, operator, namespace):
+    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml"))
+    wait_for("first reconcile", lambda: phase_of(cluster, "ftj", "xbox-support", namespace))
+    base = f"http://127.0.0.1:{operator.port}"
+    with urllib.request.urlopen(f"{base}/healthz") as r:
+        assert r.status == 200
+    with urllib.request.urlopen(f"{base}/metrics") as r:
+        text = r.read().decode()
+    assert 'kubetune_reconcile_total{handler="accept",kind="FineTuneJob",result="ok"}' in text
+    assert "kubetune_reconcile_duration_seconds_bucket" in text
+
+
+def test_json_logs(cluster, namespace, tmp_path):
+    op = OperatorProcess(cluster, tmp_path / "op.log", ("--log-format", "json", "--namespace", namespace))
+    op.start()
+    try:
+        cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml"))
+        wait_for("a reconcile logged", lambda: "phase=Pending" in op.log())
+    finally:
+        op.stop()
+    records = [json.loads(line) for line in op.log().splitlines() if line.strip()]
+    assert any(r.get("message") == "phase=Pending" for r in records)
