@@ -14,20 +14,30 @@ import pytest
 from kubetune.localcluster import controlplane
 from kubetune.localcluster.binaries import find_binaries
 from kubetune.localcluster.controlplane import ControlPlane
-from tests.kube import ROOT, OperatorProcess
+from tests.kube import KWOK_STAGES, ROOT, OperatorProcess
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+def binaries() -> dict[str, Path]:
+    """The control plane's binaries (built from tests/cluster/ on first use)."""
+    return find_binaries()
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    binaries: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
     workdir = tmp_path_factory.mktemp("control-plane")
-    cp = controlplane.start(
-        workdir, find_binaries(), ROOT / "tests" / "cluster" / "kwok" / "stages.yaml", log=print
-    )
+    cp = controlplane.start(workdir, binaries, KWOK_STAGES, log=print)
     try:
         cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         cp.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "crd",
-            "-l", "app.kubernetes.io/part-of=kubetune",
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "-l",
+            "app.kubernetes.io/part-of=kubetune",
         )
         yield cp
     finally:
@@ -35,7 +45,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def operator(
+    cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     op = OperatorProcess(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
     op.start()
     try:
@@ -49,13 +61,6 @@ def namespace(cluster: ControlPlane) -> Iterator[str]:
     """A fresh namespace per test, enforcing the restricted Pod Security Standard."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
-    cluster.kubectl(
-        "label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted"
-    )
+    cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false")
-
-
-@pytest.fixture
-def repo_root() -> Path:
-    return ROOT

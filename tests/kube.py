@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -14,6 +15,7 @@ from kubetune.localcluster.controlplane import ControlPlane, free_port
 from kubetune.localcluster.operatorproc import start_operator
 
 ROOT = Path(__file__).resolve().parents[1]
+KWOK_STAGES = ROOT / "tests" / "cluster" / "kwok" / "stages.yaml"
 
 T = TypeVar("T")
 
@@ -40,7 +42,9 @@ def get(cp: ControlPlane, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
-def apply(cp: ControlPlane, manifest: dict[str, Any] | str, namespace: str) -> subprocess.CompletedProcess[str]:
+def apply(
+    cp: ControlPlane, manifest: dict[str, Any] | str, namespace: str
+) -> subprocess.CompletedProcess[str]:
     """`kubectl apply` of a dict or YAML text; returns the result without raising."""
     text = manifest if isinstance(manifest, str) else json.dumps(manifest)
     return cp.kubectl("apply", "-n", namespace, "-f", "-", input=text, check=False)
@@ -74,3 +78,19 @@ class OperatorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains `text`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found

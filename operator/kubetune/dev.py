@@ -66,8 +66,14 @@ def up() -> int:
     try:
         _say("installing CRDs")
         cp.kubectl("apply", "--server-side", "-f", str(root / "crds"))
-        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "-l",
-                   "app.kubernetes.io/part-of=kubetune")
+        cp.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "-l",
+            "app.kubernetes.io/part-of=kubetune",
+        )
         _say("starting the operator")
         proc = start_operator(
             cp.kubeconfig, http_port=controlplane.free_port(), log_path=home / "operator.log"
@@ -82,7 +88,7 @@ def up() -> int:
         down()
         return 1
     print(cp.kubectl("get", "kubetune").stdout, file=sys.stderr)
-    _say(f"ready; logs in {home}. To use it:")
+    _say(f"ready; logs in {home}; kubectl is {cp.kubectl_path}. To use it:")
     print(f"export KUBECONFIG={cp.kubeconfig}")
     return 0
 
@@ -107,6 +113,7 @@ def status() -> int:
     for name, alive in running.items():
         print(f"{name:<24} pid {cp.pids[name]:<8} {'running' if alive else 'STOPPED'}")
     print(f"api server: {cp.server}")
+    print(f"kubectl:    {cp.kubectl_path}")
     print(f"export KUBECONFIG={cp.kubeconfig}")
     if running.get("kube-apiserver"):
         print(cp.kubectl("get", "kubetune", check=False).stdout, end="")

@@ -60,11 +60,18 @@ build_kwok() {
 }
 
 build_helm() {
-  local v
+  local v k minor ld pkg
   v=$(module_version "$here/helm" helm.sh/helm/v3)
+  # The Kubernetes version `helm template` and `helm lint` assume without a
+  # cluster: the client-go minor helm is built with (else it says v1.20).
+  k=$(module_version "$here/helm" k8s.io/client-go)
+  minor=${k#v0.}; minor=${minor%%.*}
+  ld="-s -w -X helm.sh/helm/v3/internal/version.version=$v"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ld+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
   log "go build helm $v"
-  (cd "$here/helm" && go build -trimpath -buildvcs=false \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$v" \
+  (cd "$here/helm" && go build -trimpath -buildvcs=false -ldflags "$ld" \
     -o "$1/helm" helm.sh/helm/v3/cmd/helm)
 }
 

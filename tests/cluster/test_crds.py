@@ -57,25 +57,52 @@ FTJ = {
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        pytest.param({"backend": "foundry", "workspace": {"subscriptionId": "s", "resourceGroup": "r", "name": "w"}},
-                     "backend is immutable", id="backend"),
-        pytest.param({"baseModel": "microsoft/Phi-3-medium-4k-instruct"}, "baseModel is immutable", id="baseModel"),
-        pytest.param({"dataset": {"training": {"url": "https://example.invalid/t.jsonl"}}},
-                     "dataset is immutable", id="dataset"),
+        pytest.param(
+            {
+                "backend": "foundry",
+                "workspace": {"subscriptionId": "s", "resourceGroup": "r", "name": "w"},
+            },
+            "backend is immutable",
+            id="backend",
+        ),
+        pytest.param(
+            {"baseModel": "microsoft/Phi-3-medium-4k-instruct"},
+            "baseModel is immutable",
+            id="baseModel",
+        ),
+        pytest.param(
+            {"dataset": {"training": {"url": "https://example.invalid/t.jsonl"}}},
+            "dataset is immutable",
+            id="dataset",
+        ),
     ],
 )
 def test_finetunejob_fields_are_immutable(cluster, namespace, patch, message):
     assert apply(cluster, FTJ, namespace).returncode == 0
     done = cluster.kubectl(
-        "patch", "ftj", "immutable", "-n", namespace, "--type=merge",
-        "-p", json.dumps({"spec": patch}), check=False,
+        "patch",
+        "ftj",
+        "immutable",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": patch}),
+        check=False,
     )
     assert done.returncode != 0
     assert message in done.stderr
     # Mutable fields still change.
     ok = cluster.kubectl(
-        "patch", "ftj", "immutable", "-n", namespace, "--type=merge",
-        "-p", json.dumps({"spec": {"suspend": True}}), check=False,
+        "patch",
+        "ftj",
+        "immutable",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"suspend": True}}),
+        check=False,
     )
     assert ok.returncode == 0, ok.stderr
 
@@ -89,8 +116,15 @@ def test_deployment_model_ref_is_immutable(cluster, namespace):
     }
     assert apply(cluster, mdep, namespace).returncode == 0
     done = cluster.kubectl(
-        "patch", "mdep", "d", "-n", namespace, "--type=merge",
-        "-p", '{"spec": {"modelRef": {"name": "b"}}}', check=False,
+        "patch",
+        "mdep",
+        "d",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"modelRef": {"name": "b"}}}',
+        check=False,
     )
     assert done.returncode != 0
     assert "modelRef is immutable" in done.stderr
@@ -101,14 +135,19 @@ def test_get_kubetune_lists_all_three_kinds(cluster, namespace):
         "apiVersion": "kubetune.io/v1alpha1",
         "kind": "FineTunedModel",
         "metadata": {"name": "m"},
-        "spec": {"baseModel": "microsoft/Phi-3-mini-4k-instruct",
-                 "source": {"pvc": {"claimName": "models", "path": "m"}}},
+        "spec": {
+            "baseModel": "microsoft/Phi-3-mini-4k-instruct",
+            "source": {"pvc": {"claimName": "models", "path": "m"}},
+        },
     }
     assert apply(cluster, model, namespace).returncode == 0
     cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples"))
     out = cluster.kubectl("get", "kubetune", "-n", namespace).stdout
-    for resource in ("finetunejob.kubetune.io/xbox-support", "finetunedmodel.kubetune.io/m",
-                     "modeldeployment.kubetune.io/xbox-support"):
+    for resource in (
+        "finetunejob.kubetune.io/xbox-support",
+        "finetunedmodel.kubetune.io/m",
+        "modeldeployment.kubetune.io/xbox-support",
+    ):
         assert resource in out
     for short in ("ftj", "ftm", "mdep"):
         assert cluster.kubectl("get", short, "-n", namespace).returncode == 0
@@ -132,7 +171,9 @@ def test_explain_shows_descriptions(cluster):
 
 def test_defaults_are_applied_by_the_api_server(cluster, namespace):
     assert apply(cluster, FTJ, namespace).returncode == 0
-    spec = json.loads(cluster.kubectl("get", "ftj", "immutable", "-n", namespace, "-o", "json").stdout)["spec"]
+    spec = json.loads(
+        cluster.kubectl("get", "ftj", "immutable", "-n", namespace, "-o", "json").stdout
+    )["spec"]
     assert spec["backend"] == "local"
     assert spec["quantization"] == "none"
     assert spec["suspend"] is False

@@ -19,16 +19,22 @@ def phase_of(cluster, kind: str, name: str, namespace: str) -> str | None:
 
 def test_examples_get_their_first_phase(cluster, operator, namespace):
     cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples"))
-    wait_for("ftj Pending", lambda: phase_of(cluster, "ftj", "xbox-support", namespace) == "Pending")
-    wait_for("mdep WaitingForModel",
-             lambda: phase_of(cluster, "mdep", "xbox-support", namespace) == "WaitingForModel")
+    wait_for(
+        "ftj Pending", lambda: phase_of(cluster, "ftj", "xbox-support", namespace) == "Pending"
+    )
+    wait_for(
+        "mdep WaitingForModel",
+        lambda: phase_of(cluster, "mdep", "xbox-support", namespace) == "WaitingForModel",
+    )
     ftj = get(cluster, "ftj", "xbox-support", "-n", namespace)
     status = ftj["status"]
     assert status["observedGeneration"] == ftj["metadata"]["generation"]
     (accepted,) = [c for c in status["conditions"] if c["type"] == "Accepted"]
     assert (accepted["status"], accepted["reason"]) == ("True", "Accepted")
     # kubectl get shows the phase the operator set.
-    row = cluster.kubectl("get", "ftj", "xbox-support", "-n", namespace, "--no-headers").stdout.split()
+    row = cluster.kubectl(
+        "get", "ftj", "xbox-support", "-n", namespace, "--no-headers"
+    ).stdout.split()
     assert row[:3] == ["xbox-support", "local", "Pending"]
 
 
@@ -37,38 +43,59 @@ def test_model_registered_by_hand_is_ready(cluster, operator, namespace):
         "apiVersion": "kubetune.io/v1alpha1",
         "kind": "FineTunedModel",
         "metadata": {"name": "by-hand"},
-        "spec": {"baseModel": "microsoft/Phi-3-mini-4k-instruct",
-                 "source": {"pvc": {"claimName": "models", "path": "adapter"}}},
+        "spec": {
+            "baseModel": "microsoft/Phi-3-mini-4k-instruct",
+            "source": {"pvc": {"claimName": "models", "path": "adapter"}},
+        },
     }
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(model))
     wait_for("ftm Ready", lambda: phase_of(cluster, "ftm", "by-hand", namespace) == "Ready")
 
 
 def test_observed_generation_follows_spec_changes(cluster, operator, namespace):
-    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml"))
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml")
+    )
     wait_for("first reconcile", lambda: phase_of(cluster, "ftj", "xbox-support", namespace))
-    cluster.kubectl("patch", "ftj", "xbox-support", "-n", namespace, "--type=merge",
-                    "-p", '{"spec": {"hyperparameters": {"epochs": 5}}}')
+    cluster.kubectl(
+        "patch",
+        "ftj",
+        "xbox-support",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"hyperparameters": {"epochs": 5}}}',
+    )
     wait_for(
         "observedGeneration 2",
-        lambda: (get(cluster, "ftj", "xbox-support", "-n", namespace)["status"]
-                 .get("observedGeneration") == 2),
+        lambda: (
+            get(cluster, "ftj", "xbox-support", "-n", namespace)["status"].get("observedGeneration")
+            == 2
+        ),
     )
 
 
 def test_events_are_posted(cluster, operator, namespace):
-    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml"))
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml")
+    )
     events = wait_for(
         "an event for the job",
-        lambda: [e for e in get(cluster, "events", "-n", namespace)["items"]
-                 if e["involvedObject"]["name"] == "xbox-support" and e["reason"] == "Pending"],
+        lambda: [
+            e
+            for e in get(cluster, "events", "-n", namespace)["items"]
+            if e["involvedObject"]["name"] == "xbox-support" and e["reason"] == "Pending"
+        ],
     )
     assert events[0]["involvedObject"]["kind"] == "FineTuneJob"
     assert events[0]["message"] == "Phase is now Pending"
 
 
 def test_health_and_metrics(cluster, operator, namespace):
-    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml"))
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml")
+    )
     wait_for("first reconcile", lambda: phase_of(cluster, "ftj", "xbox-support", namespace))
     base = f"http://127.0.0.1:{operator.port}"
     with urllib.request.urlopen(f"{base}/healthz") as r:
@@ -80,10 +107,14 @@ def test_health_and_metrics(cluster, operator, namespace):
 
 
 def test_json_logs(cluster, namespace, tmp_path):
-    op = OperatorProcess(cluster, tmp_path / "op.log", ("--log-format", "json", "--namespace", namespace))
+    op = OperatorProcess(
+        cluster, tmp_path / "op.log", ("--log-format", "json", "--namespace", namespace)
+    )
     op.start()
     try:
-        cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml"))
+        cluster.kubectl(
+            "apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml")
+        )
         wait_for("a reconcile logged", lambda: "phase=Pending" in op.log())
     finally:
         op.stop()

@@ -18,7 +18,12 @@ VALID = {
 
 def accept(old: FineTuneJobStatus, problem: str | None = None, *, gen: int = 1, now=T0):
     return next_status(
-        old, problem=problem, generation=gen, now=now, first_phase="Pending", rejected_phase="Failed"
+        old,
+        problem=problem,
+        generation=gen,
+        now=now,
+        first_phase="Pending",
+        rejected_phase="Failed",
     )
 
 
@@ -42,7 +47,11 @@ def test_invalid_spec_fails_with_the_problem():
     cond = find_condition(new.conditions, "Accepted")
     assert new.phase == "Failed"
     assert cond is not None
-    assert (cond.status, cond.reason, cond.message) == ("False", "InvalidSpec", "spec.dataset: Field required")
+    assert (cond.status, cond.reason, cond.message) == (
+        "False",
+        "InvalidSpec",
+        "spec.dataset: Field required",
+    )
 
 
 def test_transition_time_changes_only_when_status_flips():
@@ -63,7 +72,10 @@ def test_transition_time_changes_only_when_status_flips():
 def test_parse_spec_applies_defaults():
     spec = parse_spec(FineTuneJobSpec, VALID)
     assert (spec.backend, spec.lora.r, spec.hyperparameters.epochs, spec.quantization) == (
-        "local", 16, 3, "none"
+        "local",
+        16,
+        3,
+        "none",
     )
 
 

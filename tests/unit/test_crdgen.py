@@ -33,7 +33,9 @@ def test_schema_is_structural(kind):
     keys = walk(schema)
     assert not [p for p, k, _ in keys if k in ("$ref", "$defs", "anyOf", "allOf", "title")]
     assert not [p for p, k, v in keys if k == "additionalProperties" and v is False]
-    assert not [p for p, k, v in keys if k in ("exclusiveMinimum", "exclusiveMaximum") and v is not True]
+    assert not [
+        p for p, k, v in keys if k in ("exclusiveMinimum", "exclusiveMaximum") and v is not True
+    ]
     # Every object with properties says it is an object; every property has a type.
     for path, key, value in keys:
         if key == "properties":

@@ -53,7 +53,9 @@ class FineTunedModelSpec(KubeModel):
     )
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.RETAIN,
-        description="Retain keeps the stored artifact or Azure model on deletion; Delete removes it.",
+        description=(
+            "Retain keeps the stored artifact or Azure model on deletion; Delete removes it."
+        ),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+
 from pydantic import ConfigDict, Field
 
 from kubetune.api.common import (
@@ -82,7 +83,9 @@ class Hyperparameters(KubeModel):
         default=None,
         gt=0,
         le=10,
-        description="Multiplier of the base model's default learning rate (Foundry's knob), (0, 10].",
+        description=(
+            "Multiplier of the base model's default learning rate (Foundry's knob), (0, 10]."
+        ),
     )
     batch_size: int | None = Field(
         default=None, ge=1, le=1024, description="Examples per optimizer step and device."
@@ -231,9 +234,7 @@ class FineTuneJobSpec(KubeModel):
     priority_class_name: str | None = Field(
         default=None, description="PriorityClass of the training pod (local backend)."
     )
-    image: str | None = Field(
-        default=None, description="Trainer image override (local backend)."
-    )
+    image: str | None = Field(default=None, description="Trainer image override (local backend).")
     output: OutputLocation | None = Field(
         default=None,
         description="Where the adapter is written (local backend); defaults to the operator's.",
@@ -266,7 +267,8 @@ class Metrics(KubeModel):
     validation_loss: float | None = Field(default=None, description="Validation loss.")
     perplexity: float | None = Field(default=None, description="exp(validationLoss).")
     token_accuracy: float | None = Field(
-        default=None, description="Mean next-token accuracy on assistant tokens of the validation set."
+        default=None,
+        description="Mean next-token accuracy on assistant tokens of the validation set.",
     )
 
 
@@ -295,6 +297,7 @@ class FineTuneJobStatus(StatusBase):
     metrics: Metrics | None = Field(default=None, description="Metrics at the end.")
     usage: Usage | None = Field(default=None, description="Resources consumed.")
     job_name: str | None = Field(default=None, description="The batch/v1 Job (backend local).")
-    foundry: FoundryJobStatus | None = Field(default=None, description="Azure job (backend foundry).")
+    foundry: FoundryJobStatus | None = Field(
+        default=None, description="Azure job (backend foundry)."
+    )
     model: str | None = Field(default=None, description="The FineTunedModel created on success.")
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kubetune.api.common import GROUP, KubeModel
+from kubetune.api.common import GROUP, KubeModel, StatusBase
 from kubetune.api.finetunedmodel import FineTunedModelSpec, FineTunedModelStatus
 from kubetune.api.finetunejob import FineTuneJobSpec, FineTuneJobStatus
 from kubetune.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
@@ -28,7 +28,7 @@ class ResourceKind:
     short_names: tuple[str, ...]
     description: str
     spec: type[KubeModel]
-    status: type[KubeModel]
+    status: type[StatusBase]
     columns: tuple[PrinterColumn, ...]
     root_rules: tuple[tuple[str, str], ...] = ()
 

@@ -53,7 +53,9 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
 def run(options: RunOptions) -> None:
     kopf.configure(
         verbose=options.verbose,
-        log_format=kopf.LogFormat.JSON if options.log_format is LogFormat.JSON else kopf.LogFormat.FULL,
+        log_format=kopf.LogFormat.JSON
+        if options.log_format is LogFormat.JSON
+        else kopf.LogFormat.FULL,
     )
     asyncio.run(
         kopf.operator(

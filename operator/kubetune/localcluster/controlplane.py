@@ -138,7 +138,9 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, cp: ControlPlane
         if check():
             return
         time.sleep(0.25)
-    raise ControlPlaneError(f"timed out after {timeout:.0f}s waiting for {what} (logs in {cp.workdir})")
+    raise ControlPlaneError(
+        f"timed out after {timeout:.0f}s waiting for {what} (logs in {cp.workdir})"
+    )
 
 
 def _spawn(cp: ControlPlane, name: str, argv: Sequence[str | Path]) -> None:
@@ -170,7 +172,9 @@ def start(workdir: Path, binaries: dict[str, Path], kwok_stages: Path, *, log: L
     write_kubeconfig(cp.kubeconfig, server, pki)
     ctx = _ssl_context(pki)
     try:
-        _start_components(cp, binaries, pki, kwok_stages, (etcd_port, peer_port, api_port), ctx, log)
+        _start_components(
+            cp, binaries, pki, kwok_stages, (etcd_port, peer_port, api_port), ctx, log
+        )
     except BaseException:
         stop(cp)
         raise
@@ -282,14 +286,22 @@ def _start_components(
 
     log("creating simulated nodes")
     nodes = build_fake_nodes()
-    cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+    cp.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes})
+    )
     names = [n["metadata"]["name"] for n in nodes]
     _wait(
         "simulated nodes to be Ready",
-        lambda: cp.kubectl(
-            "wait", "--for=condition=Ready", "--timeout=1s", *(f"node/{n}" for n in names), check=False
-        ).returncode
-        == 0,
+        lambda: (
+            cp.kubectl(
+                "wait",
+                "--for=condition=Ready",
+                "--timeout=1s",
+                *(f"node/{n}" for n in names),
+                check=False,
+            ).returncode
+            == 0
+        ),
         60,
         cp,
     )

@@ -50,6 +50,7 @@ def next_status(
     resource that is further along never goes back; an invalid one moves to
     `rejected_phase` when the kind has one.
     """
+    phase: str | None
     if problem is None:
         conditions = set_condition(
             old.conditions,
