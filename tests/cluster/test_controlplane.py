@@ -9,7 +9,7 @@ import pytest
 
 from kubetune.localcluster import controlplane
 from kubetune.localcluster.nodes import GPU_PRODUCT_LABEL, GPU_RESOURCE
-from tests.kube import get, processes_mentioning, wait_for
+from tests.kube import KWOK_STAGES, get, processes_mentioning, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -170,15 +170,10 @@ def test_restricted_pod_security_is_enforced(cluster, namespace):
     assert "violates PodSecurity" in events[0]["message"]
 
 
-def test_stop_leaves_no_process_behind(tmp_path):
+def test_stop_leaves_no_process_behind(binaries, tmp_path):
     """A second, private control plane: started, then stopped; none of its processes remain."""
     workdir = tmp_path / "private"
-    cp = controlplane.start(
-        workdir,
-        find_binaries(),
-        ROOT / "tests" / "cluster" / "kwok" / "stages.yaml",
-        log=lambda _: None,
-    )
+    cp = controlplane.start(workdir, binaries, KWOK_STAGES, log=lambda _: None)
     try:
         pids = dict(cp.pids)
         assert set(pids) == {
