@@ -3,6 +3,8 @@
     kubetune crds [--output-dir DIR] [--check]   write (or check) the generated CRDs
     kubetune run [options]                       run the operator
     kubetune dev up|status|down                  a local control plane with the operator
+    kubetune validate-data FILE [--validation FILE] [--model M --max-tokens N] [--json]
+                                                 check chat-completion JSONL (Foundry's rules)
 
 Subcommands import what they need when they run, so `kubetune crds` works
 without the operator's runtime and `kubetune dev` without a cluster.
@@ -15,6 +17,8 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from kubetune.settings import LocalSettings
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -33,10 +37,17 @@ def _crds(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from kubetune.handlers.operator import run
-    from kubetune.settings import LogFormat, RunOptions
+    from kubetune.settings import LocalSettings, LogFormat, RunOptions
 
     run(
         RunOptions(
+            local=LocalSettings(
+                trainer_image=args.trainer_image,
+                vllm_image=args.vllm_image,
+                gpu_resource=args.gpu_resource,
+                progress_url=args.progress_url,
+                default_output_pvc=args.default_output_pvc,
+            ),
             namespaces=tuple(args.namespace),
             http_host=args.http_host,
             http_port=args.http_port,
@@ -53,6 +64,51 @@ def _dev(args: argparse.Namespace) -> int:
 
     actions = {"up": dev.up, "status": dev.status, "down": dev.down}
     return actions[args.action]()
+
+
+def _validate_data(args: argparse.Namespace) -> int:
+    import json
+
+    from kubetune import datavalidation as dv
+
+    if (args.model is None) != (args.max_tokens is None):
+        print("kubetune validate-data: --model and --max-tokens go together", file=sys.stderr)
+        return 2
+    if args.max_tokens is not None and args.max_tokens < 1:
+        print("kubetune validate-data: --max-tokens must be at least 1", file=sys.stderr)
+        return 2
+    # The validation file needs only 1 example: Foundry's minimum of 10 is for training.
+    files = {"training": (args.file, dv.MIN_EXAMPLES)}
+    if args.validation is not None:
+        files["validation"] = (args.validation, 1)
+    try:
+        count_tokens = None if args.model is None else dv.load_token_counter(args.model)
+        reports = {
+            kind: dv.validate_chat_jsonl(
+                Path(path),
+                min_examples=minimum,
+                count_tokens=count_tokens,
+                max_tokens=args.max_tokens,
+            )
+            for kind, (path, minimum) in files.items()
+        }
+    except (OSError, dv.TokenizerUnavailable) as e:
+        print(f"kubetune validate-data: {e}", file=sys.stderr)
+        return 2
+    ok = all(report.ok for report in reports.values())
+    if args.json:
+        out: dict[str, object] = {"ok": ok}
+        for kind, report in reports.items():
+            out[kind] = {"path": files[kind][0], **report.as_dict()}
+        print(json.dumps(out, indent=2))
+    else:
+        for kind, report in reports.items():
+            path = files[kind][0]
+            for p in report.problems:
+                print(f"{path}: {p.reason}" if p.line is None else f"{path}:{p.line}: {p.reason}")
+            verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+            print(f"{path}: {kind}, {report.examples} example(s), {verdict}")
+    return 0 if ok else dv.BAD_INPUT_EXIT_CODE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,11 +149,54 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("KUBETUNE_LOG_FORMAT", "text"),
     )
     run.add_argument("--verbose", action="store_true")
+    defaults = LocalSettings()
+    run.add_argument(
+        "--trainer-image",
+        default=os.environ.get("KUBETUNE_TRAINER_IMAGE", defaults.trainer_image),
+        help="image of training pods and of the kubetune serving runtime",
+    )
+    run.add_argument(
+        "--vllm-image", default=os.environ.get("KUBETUNE_VLLM_IMAGE", defaults.vllm_image)
+    )
+    run.add_argument(
+        "--gpu-resource",
+        default=os.environ.get("KUBETUNE_GPU_RESOURCE", defaults.gpu_resource),
+        help="extended resource name of a GPU (nvidia.com/gpu)",
+    )
+    run.add_argument(
+        "--progress-url",
+        default=os.environ.get("KUBETUNE_PROGRESS_URL", defaults.progress_url),
+        help="URL at which training pods reach this operator's HTTP port",
+    )
+    run.add_argument(
+        "--default-output-pvc",
+        default=os.environ.get("KUBETUNE_DEFAULT_OUTPUT_PVC") or None,
+        help="PVC for adapters of jobs without spec.output",
+    )
     run.set_defaults(func=_run)
 
     dev = sub.add_parser("dev", help="a local control plane with the operator and the examples")
     dev.add_argument("action", choices=["up", "status", "down"])
     dev.set_defaults(func=_dev)
+
+    data = sub.add_parser(
+        "validate-data",
+        help="check chat-completion JSONL against Azure AI Foundry's rules",
+        description=(
+            "Reports every problem as FILE:LINE: reason. Exit status: 0 when the data is "
+            "valid, 65 when it is not, 2 for usage errors."
+        ),
+    )
+    data.add_argument("file", help="training JSONL (at least 10 examples)")
+    data.add_argument("--validation", help="validation JSONL (at least 1 example)")
+    data.add_argument(
+        "--model",
+        help="local model directory or cached Hugging Face id whose tokenizer and chat "
+        "template count tokens (needs transformers; never downloads)",
+    )
+    data.add_argument("--max-tokens", type=int, help="longest example allowed, in tokens")
+    data.add_argument("--json", action="store_true", help="print a JSON object instead")
+    data.set_defaults(func=_validate_data)
     return parser
 
 

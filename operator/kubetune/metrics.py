@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
     "kubetune_reconcile_total",
@@ -17,6 +17,17 @@ RECONCILE_SECONDS = Histogram(
     "kubetune_reconcile_duration_seconds",
     "Time spent in one reconciliation.",
     ["kind", "handler"],
+)
+
+JOBS_BY_PHASE = Gauge(
+    "kubetune_finetunejobs",
+    "FineTuneJobs by backend and phase (empty phase: not yet accepted).",
+    ["backend", "phase"],
+)
+REPORTS = Counter(
+    "kubetune_trainer_reports_total",
+    "Progress reports received from training pods, by HTTP status returned.",
+    ["status"],
 )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -12,13 +12,30 @@ class LogFormat(StrEnum):
 
 
 @dataclass(frozen=True)
+class LocalSettings:
+    """Cluster-wide defaults of the local backend (the Helm chart's values)."""
+
+    trainer_image: str = "ghcr.io/kubetune/kubetune-trainer:0.1.0"
+    """Image of training pods and of the `kubetune` CPU serving runtime."""
+    vllm_image: str = "vllm/vllm-openai:v0.6.4"
+    """Image of the `vllm` serving runtime."""
+    gpu_resource: str = "nvidia.com/gpu"
+    """Extended resource name of a GPU; its taint is tolerated by training pods."""
+    progress_url: str = "http://kubetune-operator.kubetune-system.svc:8080"
+    """Base URL at which training pods reach the operator's progress endpoint."""
+    default_output_pvc: str | None = None
+    """PVC that receives adapters of jobs without spec.output; None makes it required."""
+
+
+@dataclass(frozen=True)
 class RunOptions:
     namespaces: tuple[str, ...] = ()
     """Namespaces to watch; empty watches the whole cluster."""
     http_host: str = "0.0.0.0"
     http_port: int = 8080
-    """Port of /healthz and /metrics; 0 picks a free one."""
+    """Port of /healthz, /metrics and the trainers' progress endpoint."""
     peering: str | None = None
     """Kopf peering name for several replicas; None runs standalone."""
     log_format: LogFormat = LogFormat.TEXT
     verbose: bool = False
+    local: LocalSettings = field(default_factory=LocalSettings)

@@ -239,6 +239,15 @@ class FineTuneJobSpec(KubeModel):
         default=None,
         description="Where the adapter is written (local backend); defaults to the operator's.",
     )
+    backoff_limit: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description=(
+            "Retries of a training pod that failed for an infrastructure reason (eviction, "
+            "node loss, out of memory). Bad input data is never retried."
+        ),
+    )
     active_deadline_seconds: int | None = Field(
         default=None,
         ge=1,

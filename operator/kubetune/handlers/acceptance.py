@@ -1,4 +1,6 @@
-"""Kopf adapter for acceptance: every kind's spec is checked on create, update and resume."""
+"""Acceptance, shared by every kind's handlers: parse the spec, record the
+`Accepted` condition, `observedGeneration` and the kind's first phase, and post an
+Event when the phase changes."""
 
 from __future__ import annotations
 
@@ -6,11 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from pydantic import BaseModel
 
-from kubetune.api.common import GROUP, VERSION
 from kubetune.api.kinds import FINETUNEDMODEL, FINETUNEJOB, MODELDEPLOYMENT, ResourceKind
 from kubetune.errors import InvalidSpec
-from kubetune.metrics import observe_reconcile
+from kubetune.handlers.status import Change, StatusWriter
+from kubetune.k8s import Obj
 from kubetune.reconcile.acceptance import next_status, parse_spec
 
 # (first phase, phase of a rejected spec) per kind.
@@ -21,41 +24,44 @@ PHASES: dict[str, tuple[str, str | None]] = {
 }
 
 
-def register(registry: kopf.OperatorRegistry, kind: ResourceKind) -> None:
+def post_transition(change: Change[Any], reason: str | None = None, message: str = "") -> None:
+    """An Event for a phase change: Warning for failures, Normal otherwise."""
+    if not change.phase_changed:
+        return
+    phase = str(change.new.phase)
+    text = message or f"Phase is now {phase}"
+    if phase in ("Failed", "DeletionBlocked"):
+        kopf.warn(change.obj, reason=reason or phase, message=text)
+    else:
+        kopf.info(change.obj, reason=reason or phase, message=text)
+
+
+async def accept(
+    writer: StatusWriter, kind: ResourceKind, namespace: str, name: str
+) -> tuple[Change[Any] | None, BaseModel | None]:
+    """Check the current spec; returns the status change and the parsed spec (None if invalid)."""
     first_phase, rejected_phase = PHASES[kind.kind]
+    parsed: list[BaseModel] = []
+    problems: list[str] = []
 
-    async def accept(
-        body: kopf.Body,
-        spec: kopf.Spec,
-        status: kopf.Status,
-        meta: kopf.Meta,
-        patch: kopf.Patch,
-        logger: kopf.Logger,
-        **_: Any,
-    ) -> None:
-        with observe_reconcile(kind.kind, "accept"):
-            problem = None
-            try:
-                parse_spec(kind.spec, spec)
-            except InvalidSpec as e:
-                problem = str(e)
-            old = kind.status.model_validate(dict(status))
-            new = next_status(
-                old,
-                problem=problem,
-                generation=int(meta["generation"]),
-                now=datetime.now(UTC),
-                first_phase=first_phase,
-                rejected_phase=rejected_phase,
-            )
-            patch.status.update(new.model_dump(mode="json", by_alias=True, exclude_none=True))
-            if problem:
-                logger.warning("Spec rejected: %s", problem)
-                kopf.warn(body, reason="InvalidSpec", message=problem)
-            elif old.phase != new.phase:
-                logger.info("phase=%s", new.phase)
-                kopf.info(body, reason=str(new.phase), message=f"Phase is now {new.phase}")
+    def check(obj: Obj, old: Any) -> Any:
+        try:
+            parsed.append(parse_spec(kind.spec, obj.get("spec") or {}))
+        except InvalidSpec as e:
+            problems.append(str(e))
+        return next_status(
+            old,
+            problem=problems[0] if problems else None,
+            generation=int(obj["metadata"].get("generation", 1)),
+            now=datetime.now(UTC),
+            first_phase=first_phase,
+            rejected_phase=rejected_phase,
+        )
 
-    resource = (GROUP, VERSION, kind.plural)
-    for on in (kopf.on.create, kopf.on.update, kopf.on.resume):
-        on(*resource, id="accept", registry=registry)(accept)
+    change = await writer.update(kind.plural, namespace, name, kind.status, check)
+    if change is not None:
+        if problems:
+            kopf.warn(change.obj, reason="InvalidSpec", message=problems[0])
+        else:
+            post_transition(change)
+    return change, (parsed[0] if parsed else None)

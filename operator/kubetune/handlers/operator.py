@@ -9,9 +9,11 @@ from typing import Any
 import kopf
 
 from kubetune.api.common import GROUP
-from kubetune.api.kinds import KINDS
-from kubetune.handlers import acceptance
+from kubetune.handlers import finetunedmodel, finetunejob, modeldeployment
+from kubetune.handlers.status import StatusWriter
 from kubetune.httpserver import start_server
+from kubetune.k8s import Kube
+from kubetune.reports import ReportSink
 from kubetune.settings import LogFormat, RunOptions
 
 log = logging.getLogger(__name__)
@@ -20,7 +22,7 @@ log = logging.getLogger(__name__)
 def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # In a pod: its service account; elsewhere: $KUBECONFIG or ~/.kube/config.
         info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
@@ -28,7 +30,7 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
         ) or kopf.login_with_kubeconfig(**kwargs)
         return info
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(registry=registry, id="startup")
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         # Kopf's state lives in annotations under our own prefix, never in
         # status: status belongs to the CRD schema, which would prune it.
@@ -38,15 +40,20 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
             prefix=GROUP, key="last-handled-configuration"
         )
         settings.posting.level = logging.INFO
-        memo.http = await start_server(options.http_host, options.http_port)
+        memo.kube = await Kube.connect()
+        memo.status = StatusWriter(memo.kube)
+        memo.phases = {}
+        memo.http = await start_server(options.http_host, options.http_port, ReportSink(memo.kube))
         log.info("Serving /healthz and /metrics on %s:%d", options.http_host, options.http_port)
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(registry=registry, id="cleanup")
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo.http.cleanup()
+        await memo.kube.close()
 
-    for kind in KINDS:
-        acceptance.register(registry, kind)
+    finetunejob.register(registry, options.local)
+    finetunedmodel.register(registry, options.local)
+    modeldeployment.register(registry, options.local)
     return registry
 
 

@@ -1,0 +1,236 @@
+"""Kopf adapters for FineTunedModel, and the rule: a model cannot be deleted while a
+ModelDeployment of it exists.
+
+Every model carries the finalizer `kubetune.io/model-protection`. When a model is
+deleted, the finalizer stays while any ModelDeployment references it (phase
+DeletionBlocked, a condition and a Warning event naming them); any event of a
+deployment or of the model re-checks, so the deletion completes by itself as soon
+as the last deployment is gone, in whatever order things were deleted. With
+`deletionPolicy: Delete` a cleanup Job removes the adapter first. The annotation
+`kubetune.io/force-delete: "true"` releases the finalizer at once, and a
+terminating namespace is never held up.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from kubetune.api.common import GROUP, VERSION, ConditionStatus
+from kubetune.api.finetunedmodel import (
+    DeletionPolicy,
+    FineTunedModelPhase,
+    FineTunedModelSpec,
+    FineTunedModelStatus,
+)
+from kubetune.api.kinds import FINETUNEDMODEL, MODELDEPLOYMENT
+from kubetune.backends.local.manifests import MODEL_LABEL, build_cleanup_job
+from kubetune.conditions import set_condition
+from kubetune.handlers.acceptance import accept, post_transition
+from kubetune.handlers.errors import kopf_errors
+from kubetune.k8s import Obj
+from kubetune.metrics import observe_reconcile
+from kubetune.settings import LocalSettings
+
+FTM = (GROUP, VERSION, FINETUNEDMODEL.plural)
+MDEP = (GROUP, VERSION, MODELDEPLOYMENT.plural)
+CLEANUP_JOBS = ("batch", "v1", "jobs")
+PROTECTION = "kubetune.io/model-protection"
+FORCE_DELETE = "kubetune.io/force-delete"
+BLOCKED = "DeletionBlocked"
+
+
+def model_of(spec: Any) -> str | None:
+    ref = (spec or {}).get("modelRef") or {}
+    name = ref.get("name")
+    return str(name) if name else None
+
+
+def _blocked_message(users: list[str]) -> str:
+    names = ", ".join(users)
+    return f"delete ModelDeployment {names} first: a model cannot be deleted while it is deployed"
+
+
+def usage_status(
+    old: FineTunedModelStatus, users: list[str], *, deleting: bool, now: datetime
+) -> FineTunedModelStatus:
+    """Status for the model's current deployments (pure)."""
+    update: dict[str, Any] = {"deployments": users or None}
+    if deleting:
+        if users:
+            update["phase"] = FineTunedModelPhase.DELETION_BLOCKED
+            update["conditions"] = set_condition(
+                old.conditions,
+                BLOCKED,
+                ConditionStatus.TRUE,
+                "DeploymentsExist",
+                _blocked_message(users),
+                generation=old.observed_generation,
+                now=now,
+            )
+        else:
+            update["phase"] = FineTunedModelPhase.DELETING
+    elif old.phase is not None:
+        update["phase"] = FineTunedModelPhase.IN_USE if users else FineTunedModelPhase.READY
+    return old.model_copy(update=update)
+
+
+def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
+    @kopf.index(*MDEP, registry=registry, id="deployments_by_model")
+    def deployments_by_model(
+        namespace: str, name: str, spec: kopf.Spec, **_: Any
+    ) -> dict[tuple[str | None, str | None], Any]:
+        return {(namespace, model_of(spec)): name}
+
+    async def sync(memo: kopf.Memo, namespace: str, name: str, users: list[str]) -> None:
+        """Bring status.deployments and the phase up to date; finish a deletion if allowed."""
+
+        def fold(obj: Obj, old: FineTunedModelStatus) -> FineTunedModelStatus:
+            deleting = bool(obj["metadata"].get("deletionTimestamp"))
+            return usage_status(old, users, deleting=deleting, now=datetime.now(UTC))
+
+        change = await memo.status.update(
+            FINETUNEDMODEL.plural, namespace, name, FineTunedModelStatus, fold
+        )
+        if change is None:
+            return
+        if change.new.phase is FineTunedModelPhase.DELETION_BLOCKED:
+            post_transition(change, BLOCKED, _blocked_message(users))
+        if change.obj["metadata"].get("deletionTimestamp"):
+            await finish_deletion(memo, change.obj)
+
+    async def finish_deletion(memo: kopf.Memo, obj: Obj) -> None:
+        meta = obj["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        if PROTECTION not in (meta.get("finalizers") or []):
+            return
+        if (meta.get("annotations") or {}).get(FORCE_DELETE) == "true":
+            kopf.warn(
+                obj,
+                reason="ForceDeleted",
+                message=f"{FORCE_DELETE} is set: deleting "
+                "without waiting for deployments or cleanup",
+            )
+            await release(memo, obj)
+            return
+        ns = await memo.kube.get_namespace(namespace)
+        terminating = ns is None or (ns.get("status") or {}).get("phase") == "Terminating"
+        # The index may lag a just-created deployment: ask the API server.
+        users = sorted(
+            m["metadata"]["name"]
+            for m in await memo.kube.list_custom(MODELDEPLOYMENT.plural, namespace)
+            if model_of(m.get("spec")) == name
+        )
+        if users and not terminating:
+            return
+        spec = FineTunedModelSpec.model_validate(obj["spec"])
+        source = spec.source.pvc
+        if spec.deletion_policy is DeletionPolicy.DELETE and source is not None and not terminating:
+            manifest = build_cleanup_job(
+                name=name, namespace=namespace, uid=meta["uid"], source=source, settings=settings
+            )
+            job, created = await memo.kube.create_job(namespace, manifest)
+            if created:
+                kopf.info(
+                    obj,
+                    reason="CleanupStarted",
+                    message=f"Job {manifest['metadata']['name']} deletes the adapter",
+                )
+            conditions = {
+                c["type"]: c["status"] for c in (job.get("status") or {}).get("conditions") or []
+            }
+            if conditions.get("Failed") == "True":
+                kopf.warn(
+                    obj,
+                    reason="CleanupFailed",
+                    message=f"Job {job['metadata']['name']} "
+                    f"could not delete the adapter; fix it or set {FORCE_DELETE}",
+                )
+            if conditions.get("Complete") != "True":
+                return
+        await release(memo, obj)
+
+    async def release(memo: kopf.Memo, obj: Obj) -> None:
+        meta = obj["metadata"]
+        finalizers = [f for f in meta.get("finalizers") or [] if f != PROTECTION]
+        await memo.kube.patch_custom(
+            FINETUNEDMODEL.plural,
+            meta["namespace"],
+            meta["name"],
+            {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}},
+        )
+
+    @kopf.on.resume(*FTM, id="reconcile", registry=registry)
+    @kopf.on.update(*FTM, id="reconcile", registry=registry)
+    @kopf.on.create(*FTM, id="reconcile", registry=registry)
+    async def reconcile(
+        name: str,
+        namespace: str,
+        meta: kopf.Meta,
+        memo: kopf.Memo,
+        deployments_by_model: kopf.Index[Any, str],
+        **_: Any,
+    ) -> None:
+        with observe_reconcile(FINETUNEDMODEL.kind, "reconcile"), kopf_errors():
+            if PROTECTION not in (meta.get("finalizers") or []) and not meta.get(
+                "deletionTimestamp"
+            ):
+                await memo.kube.patch_custom(
+                    FINETUNEDMODEL.plural,
+                    namespace,
+                    name,
+                    {
+                        "metadata": {
+                            "finalizers": [*meta.get("finalizers", []), PROTECTION],
+                            "resourceVersion": meta["resourceVersion"],
+                        }
+                    },
+                )
+            await accept(memo.status, FINETUNEDMODEL, namespace, name)
+            await sync(
+                memo, namespace, name, sorted(deployments_by_model.get((namespace, name), []))
+            )
+
+    @kopf.on.event(*FTM, registry=registry, id="model_event")
+    async def model_event(
+        event: kopf.RawEvent,
+        name: str,
+        namespace: str,
+        meta: kopf.Meta,
+        memo: kopf.Memo,
+        deployments_by_model: kopf.Index[Any, str],
+        **_: Any,
+    ) -> None:
+        if event["type"] == "DELETED":
+            memo.status.forget(FINETUNEDMODEL.plural, namespace, name)
+        elif meta.get("deletionTimestamp"):
+            with observe_reconcile(FINETUNEDMODEL.kind, "deletion"):
+                await sync(
+                    memo, namespace, name, sorted(deployments_by_model.get((namespace, name), []))
+                )
+
+    @kopf.on.event(*MDEP, registry=registry, id="deployment_event")
+    async def deployment_event(
+        event: kopf.RawEvent,
+        namespace: str,
+        spec: kopf.Spec,
+        memo: kopf.Memo,
+        deployments_by_model: kopf.Index[Any, str],
+        **_: Any,
+    ) -> None:
+        model = model_of(spec)
+        if model:
+            with observe_reconcile(FINETUNEDMODEL.kind, "usage"):
+                await sync(
+                    memo, namespace, model, sorted(deployments_by_model.get((namespace, model), []))
+                )
+
+    @kopf.on.event(
+        *CLEANUP_JOBS, labels={MODEL_LABEL: kopf.PRESENT}, registry=registry, id="cleanup_event"
+    )
+    async def cleanup_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+        model = await memo.kube.get_custom(FINETUNEDMODEL.plural, namespace, labels[MODEL_LABEL])
+        if model is not None and model["metadata"].get("deletionTimestamp"):
+            await finish_deletion(memo, model)

@@ -1,0 +1,237 @@
+"""Kopf adapters for FineTuneJob with the local backend.
+
+On create, update and resume: accept the spec, then make sure the one training
+Job exists (its name is the FineTuneJob's, so a restart, a lost response or a
+duplicate event finds it instead of creating a second) and follows `suspend`.
+Events of the training Jobs and pods (kept in Kopf indices, so no extra reads)
+drive the status through reconcile/finetunejob.py; success registers the
+FineTunedModel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from kubetune.api.common import GROUP, VERSION, Backend
+from kubetune.api.finetunejob import FineTuneJobPhase, FineTuneJobSpec, FineTuneJobStatus
+from kubetune.api.kinds import FINETUNEJOB
+from kubetune.backends.local.manifests import (
+    FINETUNEJOB_LABEL,
+    QUEUE_LABEL_PREFIX,
+    build_finetuned_model,
+    build_training_job,
+)
+from kubetune.handlers.acceptance import accept, post_transition
+from kubetune.handlers.errors import kopf_errors
+from kubetune.handlers.status import StatusWriter
+from kubetune.k8s import Obj
+from kubetune.metrics import JOBS_BY_PHASE, observe_reconcile
+from kubetune.reconcile.finetunejob import TERMINAL, next_status, observe_training
+from kubetune.settings import LocalSettings
+
+FTJ = (GROUP, VERSION, FINETUNEJOB.plural)
+JOBS = ("batch", "v1", "jobs")
+PODS = ("v1", "pods")
+TRAINING = {FINETUNEJOB_LABEL: kopf.PRESENT}
+
+
+def _slim(body: kopf.Body) -> Obj:
+    """What the status logic reads of a Job or pod (indices stay small)."""
+    meta = body["metadata"]
+    return {
+        "metadata": {
+            "name": meta["name"],
+            "uid": meta.get("uid"),
+            "creationTimestamp": meta.get("creationTimestamp"),
+            "deletionTimestamp": meta.get("deletionTimestamp"),
+            "ownerReferences": list(meta.get("ownerReferences") or []),
+        },
+        "spec": {
+            k: body.get("spec", {}).get(k)
+            for k in ("suspend", "nodeName")
+            if k in body.get("spec", {})
+        },
+        "status": dict(body.get("status") or {}),
+    }
+
+
+def _first(values: Iterable[Obj] | None) -> Obj | None:
+    return next(iter(values or ()), None)
+
+
+def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
+    @kopf.index(*JOBS, labels=TRAINING, registry=registry, id="training_jobs")
+    def training_jobs(
+        namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str | None, str | None], Any]:
+        return {(namespace, labels[FINETUNEJOB_LABEL]): _slim(body)}
+
+    @kopf.index(*PODS, labels=TRAINING, registry=registry, id="training_pods")
+    def training_pods(
+        namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str | None, str | None], Any]:
+        return {(namespace, labels[FINETUNEJOB_LABEL]): _slim(body)}
+
+    async def sync_status(
+        memo: kopf.Memo,
+        namespace: str,
+        name: str,
+        jobs: kopf.Index[Any, Obj],
+        pods: kopf.Index[Any, Obj],
+    ) -> None:
+        writer: StatusWriter = memo.status
+        key = (namespace, name)
+        job = _first(jobs.get(key))
+        seen = observe_training(job, list(pods.get(key, [])))
+
+        def fold(obj: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
+            if old.phase is None or (obj.get("spec") or {}).get("backend") != Backend.LOCAL:
+                return old  # not accepted yet, or not ours
+            generation = int(obj["metadata"].get("generation", 1))
+            return next_status(old, seen, generation=generation, now=datetime.now(UTC))
+
+        change = await writer.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, fold)
+        if change is None:
+            return
+        post_transition(
+            change, seen.reason if change.new.phase == seen.phase else None, seen.message
+        )
+        if change.new.phase is FineTuneJobPhase.SUCCEEDED and change.new.model is None:
+            await register_model(memo, change.obj)
+
+    async def register_model(memo: kopf.Memo, obj: Obj) -> None:
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        spec = FineTuneJobSpec.model_validate(obj["spec"])
+        manifest = build_finetuned_model(
+            job_name=name, namespace=namespace, spec=spec, settings=settings
+        )
+        model, created = await memo.kube.create_custom("finetunedmodels", namespace, manifest)
+        model_name = model["metadata"]["name"]
+        if not created and (model.get("spec") or {}).get("sourceJob") != name:
+            kopf.warn(
+                obj,
+                reason="ModelNameTaken",
+                message=f"FineTunedModel {model_name} exists and was not made by this job; "
+                "set spec.model to another name",
+            )
+            return
+
+        def record(_: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
+            return old.model_copy(update={"model": model_name})
+
+        await memo.status.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, record)
+        kopf.info(obj, reason="ModelCreated", message=f"Registered FineTunedModel {model_name}")
+
+    @kopf.on.resume(*FTJ, id="reconcile", registry=registry)
+    @kopf.on.update(*FTJ, id="reconcile", registry=registry)
+    @kopf.on.create(*FTJ, id="reconcile", registry=registry)
+    async def reconcile(
+        name: str,
+        namespace: str,
+        uid: str,
+        labels: kopf.Labels,
+        memo: kopf.Memo,
+        training_jobs: kopf.Index[Any, Obj],
+        training_pods: kopf.Index[Any, Obj],
+        **_: Any,
+    ) -> None:
+        with observe_reconcile(FINETUNEJOB.kind, "reconcile"), kopf_errors():
+            change, parsed = await accept(memo.status, FINETUNEJOB, namespace, name)
+            if change is None or not isinstance(parsed, FineTuneJobSpec):
+                return
+            if parsed.backend is not Backend.LOCAL:
+                return
+            job = _first(training_jobs.get((namespace, name)))
+            if job is None:
+                if change.new.phase in TERMINAL:
+                    return  # finished; its Job was cleaned up, and must not run again
+                manifest = build_training_job(
+                    name=name,
+                    namespace=namespace,
+                    uid=uid,
+                    labels=dict(labels),
+                    spec=parsed,
+                    settings=settings,
+                )
+                job, created = await memo.kube.create_job(namespace, manifest)
+                if not any(
+                    r.get("uid") == uid for r in job["metadata"].get("ownerReferences") or []
+                ):
+                    raise kopf.PermanentError(f"a Job named {name} exists and is not this job's")
+
+                def record(_: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
+                    return old.model_copy(update={"job_name": name})
+
+                await memo.status.update(
+                    FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, record
+                )
+                if created:
+                    kopf.info(
+                        change.obj, reason="JobCreated", message=f"Created training Job {name}"
+                    )
+            elif change.new.phase not in TERMINAL:
+                await follow_suspend(memo, namespace, name, job, parsed, dict(labels))
+            await sync_status(memo, namespace, name, training_jobs, training_pods)
+
+    async def follow_suspend(
+        memo: kopf.Memo,
+        namespace: str,
+        name: str,
+        job: Obj,
+        spec: FineTuneJobSpec,
+        labels: dict[str, str],
+    ) -> None:
+        """spec.suspend onto the Job; with a Kueue queue, only suspending is ours to do."""
+        queued = any(k.startswith(QUEUE_LABEL_PREFIX) for k in labels)
+        current = bool(job["spec"].get("suspend"))
+        if current != spec.suspend and (spec.suspend or not queued):
+            await memo.kube.patch_job(namespace, name, {"spec": {"suspend": spec.suspend}})
+
+    @kopf.on.event(*JOBS, labels=TRAINING, registry=registry, id="training_job_event")
+    async def training_job_event(
+        namespace: str,
+        labels: kopf.Labels,
+        memo: kopf.Memo,
+        training_jobs: kopf.Index[Any, Obj],
+        training_pods: kopf.Index[Any, Obj],
+        **_: Any,
+    ) -> None:
+        with observe_reconcile(FINETUNEJOB.kind, "job-event"):
+            await sync_status(
+                memo, namespace, labels[FINETUNEJOB_LABEL], training_jobs, training_pods
+            )
+
+    @kopf.on.event(*PODS, labels=TRAINING, registry=registry, id="training_pod_event")
+    async def training_pod_event(
+        namespace: str,
+        labels: kopf.Labels,
+        memo: kopf.Memo,
+        training_jobs: kopf.Index[Any, Obj],
+        training_pods: kopf.Index[Any, Obj],
+        **_: Any,
+    ) -> None:
+        with observe_reconcile(FINETUNEJOB.kind, "pod-event"):
+            await sync_status(
+                memo, namespace, labels[FINETUNEJOB_LABEL], training_jobs, training_pods
+            )
+
+    @kopf.on.event(*FTJ, registry=registry, id="count_phases")
+    def count_phases(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Jobs by backend and phase, for /metrics: moved from the old key to the new one."""
+        meta = body["metadata"]
+        before = memo.phases.pop(meta.get("uid"), None)
+        if before is not None:
+            JOBS_BY_PHASE.labels(*before).dec()
+        if event["type"] == "DELETED":
+            memo.status.forget(FINETUNEJOB.plural, meta.get("namespace"), meta["name"])
+            return
+        after = (
+            body.get("spec", {}).get("backend", "local"),
+            body.get("status", {}).get("phase") or "",
+        )
+        memo.phases[meta.get("uid")] = after
+        JOBS_BY_PHASE.labels(*after).inc()

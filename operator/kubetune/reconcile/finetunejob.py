@@ -1,0 +1,185 @@
+"""FineTuneJob status from what the local backend observes. Pure: no I/O, clock injected.
+
+`observe_training` reads a training Job and its pods (as the API returns them) and
+says what phase the run is in and why; `next_status` folds that into the status:
+phases only move forward once terminal, `startTime`/`completionTime` are set once,
+and each phase has a condition whose message carries the real cause (the
+scheduler's reason while Queued, the pod's termination reason when Failed) — no
+"Pending trap".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kubetune.api.common import ConditionStatus
+from kubetune.api.finetunejob import FineTuneJobPhase, FineTuneJobStatus, Metrics, Progress
+from kubetune.conditions import find_condition, set_condition
+from kubetune.datavalidation import BAD_INPUT_EXIT_CODE
+
+Phase = FineTuneJobPhase
+TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
+# Phases that have a condition of the same name.
+PHASE_CONDITIONS = (Phase.QUEUED, Phase.RUNNING, Phase.SUSPENDED, Phase.SUCCEEDED, Phase.FAILED)
+
+
+@dataclass(frozen=True)
+class Observed:
+    phase: FineTuneJobPhase
+    reason: str
+    message: str = ""
+    started: datetime | None = None
+    finished: datetime | None = None
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_ and c.get("status") == "True":
+            return c  # type: ignore[no-any-return]
+    return None
+
+
+def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if "terminated" in state:
+            return state["terminated"]  # type: ignore[no-any-return]
+    return None
+
+
+def _describe_exit(pod: Mapping[str, Any]) -> str:
+    term = _terminated(pod)
+    if term is None:
+        return ""
+    reason = term.get("reason") or "Error"
+    detail = f": {term['message'].strip()}" if term.get("message") else ""
+    return (
+        f"pod {pod['metadata']['name']} exited with code {term.get('exitCode')} ({reason}){detail}"
+    )
+
+
+def _newest(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
+
+
+def observe_training(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) -> Observed:
+    """What the training Job and its pods say about the run."""
+    if job is None:
+        return Observed(Phase.PENDING, "Creating", "Creating the training Job.")
+    status = job.get("status") or {}
+    newest = _newest(pods)
+    # Training started when a pod first ran (the Job's own startTime counts queueing).
+    started = min(
+        (t for p in newest if (t := _time((p.get("status") or {}).get("startTime")))),
+        default=None,
+    )
+    failed_pods = [p for p in newest if (p.get("status") or {}).get("phase") == "Failed"]
+    if (done := _condition(job, "Complete")) is not None:
+        return Observed(
+            Phase.SUCCEEDED,
+            "Completed",
+            "Training finished.",
+            started,
+            _time(status.get("completionTime")) or _time(done.get("lastTransitionTime")),
+        )
+    failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
+    if failed is not None:
+        last_exit = _describe_exit(failed_pods[0]) if failed_pods else ""
+        term = _terminated(failed_pods[0]) if failed_pods else None
+        reason = failed.get("reason") or "Failed"
+        if reason == "PodFailurePolicy" and term and term.get("exitCode") == BAD_INPUT_EXIT_CODE:
+            reason = "InvalidInput"
+        message = "; ".join(m for m in (failed.get("message"), last_exit) if m)
+        return Observed(
+            Phase.FAILED, reason, message, started, _time(failed.get("lastTransitionTime"))
+        )
+    if (job.get("spec") or {}).get("suspend") or _condition(job, "Suspended"):
+        return Observed(Phase.SUSPENDED, "Suspended", "The training Job is suspended.", started)
+    retry = f" (retrying after {_describe_exit(failed_pods[0])})" if failed_pods else ""
+    for pod in newest:
+        pod_status = pod.get("status") or {}
+        if pod_status.get("phase") not in ("Pending", "Running") or pod["metadata"].get(
+            "deletionTimestamp"
+        ):
+            continue
+        if pod_status.get("phase") == "Running":
+            return Observed(
+                Phase.RUNNING,
+                "Training",
+                f"Pod {pod['metadata']['name']} is training on node "
+                f"{(pod.get('spec') or {}).get('nodeName')}{retry}.",
+                started,
+            )
+        for c in pod_status.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                return Observed(
+                    Phase.QUEUED,
+                    c.get("reason") or "Unschedulable",
+                    f"Waiting for a node: {c.get('message', '')}{retry}",
+                    started,
+                )
+        return Observed(
+            Phase.PENDING, "Starting", f"Pod {pod['metadata']['name']} is starting{retry}."
+        )
+    return Observed(Phase.PENDING, "Starting", f"Waiting for the training pod{retry}.")
+
+
+def next_status(
+    old: FineTuneJobStatus, seen: Observed, *, generation: int, now: datetime
+) -> FineTuneJobStatus:
+    """Fold an observation into the status. Terminal phases never change."""
+    if old.phase in TERMINAL:
+        return old
+    conditions = old.conditions
+    for phase in PHASE_CONDITIONS:
+        if phase == seen.phase:
+            conditions = set_condition(
+                conditions,
+                phase,
+                ConditionStatus.TRUE,
+                seen.reason,
+                seen.message,
+                generation=generation,
+                now=now,
+            )
+        elif find_condition(conditions, phase) is not None:
+            conditions = set_condition(
+                conditions,
+                phase,
+                ConditionStatus.FALSE,
+                f"Now{seen.phase}",
+                "",
+                generation=generation,
+                now=now,
+            )
+    update: dict[str, Any] = {"phase": seen.phase, "conditions": conditions}
+    if old.start_time is None and seen.started is not None:
+        update["start_time"] = seen.started
+    if seen.phase in TERMINAL:
+        update["completion_time"] = seen.finished or now
+        if seen.phase is Phase.SUCCEEDED:
+            progress = old.progress or Progress()
+            update["progress"] = progress.model_copy(update={"percent": 100, "eta": None})
+    return old.model_copy(update=update)
+
+
+def merge_report(
+    old: FineTuneJobStatus, progress: Progress | None, metrics: Metrics | None
+) -> dict[str, Any]:
+    """The status patch for a trainer's report; empty when there is nothing to write."""
+    patch: dict[str, Any] = {}
+    if progress is not None and old.phase not in TERMINAL:
+        if progress.percent is None and progress.step is not None and progress.total_steps:
+            pct = min(100, int(100 * progress.step / progress.total_steps))
+            progress = progress.model_copy(update={"percent": pct})
+        patch["progress"] = progress.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if metrics is not None:
+        patch["metrics"] = metrics.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return patch
