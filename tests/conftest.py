@@ -5,6 +5,7 @@ runs `kubetune run` against it as its own process."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 from kubetune.localcluster import controlplane
 from kubetune.localcluster.binaries import find_binaries
 from kubetune.localcluster.controlplane import ControlPlane
+from kubetune.localcluster.storage import build_static_pv
+from tests.factories import OUTPUT_CLAIM
 from tests.kube import KWOK_STAGES, ROOT, OperatorProcess
 
 
@@ -44,18 +47,6 @@ def cluster(
         controlplane.stop(cp)
 
 
-@pytest.fixture(scope="session")
-def operator(
-    cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
-    op.start()
-    try:
-        yield op
-    finally:
-        op.stop()
-
-
 @pytest.fixture
 def namespace(cluster: ControlPlane) -> Iterator[str]:
     """A fresh namespace per test, enforcing the restricted Pod Security Standard."""
@@ -64,3 +55,45 @@ def namespace(cluster: ControlPlane) -> Iterator[str]:
     cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture
+def operator(cluster: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The operator as its own process, watching only the test's namespace."""
+    op = OperatorProcess(cluster, tmp_path / "operator.log", ("--namespace", namespace))
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+@pytest.fixture
+def training_data(cluster: ControlPlane, namespace: str) -> str:
+    """The Xbox examples as a ConfigMap; returns its name."""
+    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "00-xbox-data.yaml"))
+    return "xbox-support-data"
+
+
+@pytest.fixture
+def output_volume(cluster: ControlPlane, namespace: str) -> Iterator[str]:
+    """A PersistentVolume that the namespace's PVC `kubetune-models` binds to."""
+    pv = build_static_pv(namespace, OUTPUT_CLAIM)
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pv))
+    yield OUTPUT_CLAIM
+    cluster.kubectl("delete", "pv", pv["metadata"]["name"], "--wait=false", check=False)
+
+
+@pytest.fixture
+def output_pvc(cluster: ControlPlane, namespace: str, output_volume: str) -> str:
+    """The bound PVC `kubetune-models` that jobs write their adapters to."""
+    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "01-output-pvc.yaml"))
+    cluster.kubectl(
+        "wait",
+        "-n",
+        namespace,
+        "--for=jsonpath={.status.phase}=Bound",
+        "--timeout=30s",
+        f"pvc/{output_volume}",
+    )
+    return output_volume

@@ -21,8 +21,10 @@ from kubetune.localcluster import controlplane
 from kubetune.localcluster.binaries import BinariesUnavailable, find_binaries, source_root
 from kubetune.localcluster.controlplane import ControlPlane, ControlPlaneError
 from kubetune.localcluster.operatorproc import OperatorNotHealthy, start_operator
+from kubetune.localcluster.storage import build_static_pv
 
 OPERATOR = "kubetune-operator"
+EXAMPLE_CLAIM = "kubetune-models"
 
 
 def dev_home() -> Path:
@@ -74,6 +76,9 @@ def up() -> int:
             "-l",
             "app.kubernetes.io/part-of=kubetune",
         )
+        # The examples' PVC binds to this volume (there is no storage provisioner).
+        pv = build_static_pv("default", EXAMPLE_CLAIM)
+        cp.kubectl("apply", "-f", "-", input=json.dumps(pv))
         _say("starting the operator")
         proc = start_operator(
             cp.kubeconfig, http_port=controlplane.free_port(), log_path=home / "operator.log"

@@ -102,7 +102,7 @@ def test_health_and_metrics(cluster, operator, namespace):
         assert r.status == 200
     with urllib.request.urlopen(f"{base}/metrics") as r:
         text = r.read().decode()
-    assert 'kubetune_reconcile_total{handler="accept",kind="FineTuneJob",result="ok"}' in text
+    assert 'kubetune_reconcile_total{handler="reconcile",kind="FineTuneJob",result="ok"}' in text
     assert "kubetune_reconcile_duration_seconds_bucket" in text
 
 

@@ -25,12 +25,13 @@ from kubetune.backends.local.manifests import (
     build_finetuned_model,
     build_training_job,
 )
+from kubetune.errors import InvalidSpec
 from kubetune.handlers.acceptance import accept, post_transition
 from kubetune.handlers.errors import kopf_errors
 from kubetune.handlers.status import StatusWriter
 from kubetune.k8s import Obj
 from kubetune.metrics import JOBS_BY_PHASE, observe_reconcile
-from kubetune.reconcile.finetunejob import TERMINAL, next_status, observe_training
+from kubetune.reconcile.finetunejob import TERMINAL, Observed, next_status, observe_training
 from kubetune.settings import LocalSettings
 
 FTJ = (GROUP, VERSION, FINETUNEJOB.plural)
@@ -149,14 +150,18 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             if job is None:
                 if change.new.phase in TERMINAL:
                     return  # finished; its Job was cleaned up, and must not run again
-                manifest = build_training_job(
-                    name=name,
-                    namespace=namespace,
-                    uid=uid,
-                    labels=dict(labels),
-                    spec=parsed,
-                    settings=settings,
-                )
+                try:
+                    manifest = build_training_job(
+                        name=name,
+                        namespace=namespace,
+                        uid=uid,
+                        labels=dict(labels),
+                        spec=parsed,
+                        settings=settings,
+                    )
+                except InvalidSpec as e:
+                    await fail(memo, namespace, name, "InvalidSpec", str(e))
+                    return
                 job, created = await memo.kube.create_job(namespace, manifest)
                 if not any(
                     r.get("uid") == uid for r in job["metadata"].get("ownerReferences") or []
@@ -176,6 +181,20 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             elif change.new.phase not in TERMINAL:
                 await follow_suspend(memo, namespace, name, job, parsed, dict(labels))
             await sync_status(memo, namespace, name, training_jobs, training_pods)
+
+    async def fail(memo: kopf.Memo, namespace: str, name: str, reason: str, message: str) -> None:
+        """Record a failure found before any Job ran (the spec cannot be acted on)."""
+
+        def fold(obj: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
+            seen = Observed(FineTuneJobPhase.FAILED, reason, message)
+            generation = int(obj["metadata"].get("generation", 1))
+            return next_status(old, seen, generation=generation, now=datetime.now(UTC))
+
+        change = await memo.status.update(
+            FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, fold
+        )
+        if change is not None:
+            post_transition(change, reason, message)
 
     async def follow_suspend(
         memo: kopf.Memo,

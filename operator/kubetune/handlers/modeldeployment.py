@@ -86,6 +86,19 @@ def serving_state(
             "ModelNotReady",
             f"FineTunedModel {model_name} {why}",
         )
+    old = old.model_copy(
+        update={
+            "conditions": set_condition(
+                old.conditions,
+                "ModelReady",
+                ConditionStatus.TRUE,
+                "ModelReady",
+                f"FineTunedModel {model_name} is {phase}",
+                generation=generation,
+                now=now,
+            )
+        }
+    )
     status = (deployment or {}).get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     progressing = conditions.get("Progressing") or {}
