@@ -31,17 +31,8 @@ def cluster(
     binaries: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ControlPlane]:
     workdir = tmp_path_factory.mktemp("control-plane")
-    cp = controlplane.start(workdir, binaries, KWOK_STAGES, log=print)
+    cp = controlplane.start(workdir, binaries, KWOK_STAGES, log=print, crds=ROOT / "crds")
     try:
-        cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        cp.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "-l",
-            "app.kubernetes.io/part-of=kubetune",
-        )
         yield cp
     finally:
         controlplane.stop(cp)

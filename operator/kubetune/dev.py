@@ -59,23 +59,17 @@ def up() -> int:
         _say("looking for control-plane binaries (the first build takes several minutes)")
         binaries = find_binaries()
         cp = controlplane.start(
-            home, binaries, root / "tests" / "cluster" / "kwok" / "stages.yaml", log=_say
+            home,
+            binaries,
+            root / "tests" / "cluster" / "kwok" / "stages.yaml",
+            log=_say,
+            crds=root / "crds",
         )
     except (BinariesUnavailable, ControlPlaneError) as e:
         _say(f"failed: {e}")
         return 1
     cp.save(_state_file())
     try:
-        _say("installing CRDs")
-        cp.kubectl("apply", "--server-side", "-f", str(root / "crds"))
-        cp.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "-l",
-            "app.kubernetes.io/part-of=kubetune",
-        )
         # The examples' PVC binds to this volume (there is no storage provisioner).
         pv = build_static_pv("default", EXAMPLE_CLAIM)
         cp.kubectl("apply", "-f", "-", input=json.dumps(pv))

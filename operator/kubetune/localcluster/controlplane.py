@@ -157,8 +157,20 @@ def _spawn(cp: ControlPlane, name: str, argv: Sequence[str | Path]) -> None:
     cp.pids[name] = proc.pid
 
 
-def start(workdir: Path, binaries: dict[str, Path], kwok_stages: Path, *, log: Log) -> ControlPlane:
-    """Start a control plane in `workdir` (created; existing state is reused only for certs)."""
+def start(
+    workdir: Path,
+    binaries: dict[str, Path],
+    kwok_stages: Path,
+    *,
+    log: Log,
+    crds: Path | None = None,
+) -> ControlPlane:
+    """Start a control plane in `workdir` (created; existing state is reused only for certs).
+
+    `crds` (a directory) are installed before the controllers start, so that the
+    garbage collector watches those kinds from the first moment rather than after
+    its periodic discovery resync (30 s).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     pki = make_pki(workdir / "pki")
     etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
@@ -173,7 +185,7 @@ def start(workdir: Path, binaries: dict[str, Path], kwok_stages: Path, *, log: L
     ctx = _ssl_context(pki)
     try:
         _start_components(
-            cp, binaries, pki, kwok_stages, (etcd_port, peer_port, api_port), ctx, log
+            cp, binaries, pki, kwok_stages, (etcd_port, peer_port, api_port), ctx, log, crds
         )
     except BaseException:
         stop(cp)
@@ -189,6 +201,7 @@ def _start_components(
     ports: tuple[int, int, int],
     ctx: ssl.SSLContext,
     log: Log,
+    crds: Path | None,
 ) -> None:
     etcd_port, peer_port, api_port = ports
     etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -239,6 +252,11 @@ def _start_components(
         ],
     )
     _wait("kube-apiserver /readyz", lambda: _get(f"{cp.server}/readyz", ctx) == 200, 120, cp)
+
+    if crds is not None:
+        log("installing CRDs")
+        cp.kubectl("apply", "--server-side", "-f", str(crds))
+        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 
     common = [
         f"--kubeconfig={cp.kubeconfig}",
