@@ -10,10 +10,16 @@ import urllib.request
 
 import pytest
 
+from kubetune.api.finetunejob import FineTuneJobSpec
 from kubetune.api.trainerconfig import TrainerConfig
-from kubetune.backends.local.manifests import CONFIG_ANNOTATION, FINETUNEJOB_LABEL
+from kubetune.backends.local.manifests import (
+    CONFIG_ANNOTATION,
+    FINETUNEJOB_LABEL,
+    build_training_job,
+)
 from kubetune.datavalidation import BAD_INPUT_EXIT_CODE
 from kubetune.localcluster.nodes import GPU_PRODUCT, GPU_PRODUCT_LABEL, GPU_RESOURCE, build_node
+from kubetune.settings import LocalSettings
 from tests.factories import make_finetunejob
 from tests.kube import apply, get, wait_for
 
@@ -414,9 +420,6 @@ def test_restart_after_job_created_before_status_written(
     cluster, namespace, operator, training_data, output_pvc
 ):
     """The state a crash between creating the Job and writing status leaves behind."""
-    from kubetune.api.finetunejob import FineTuneJobSpec
-    from kubetune.backends.local.manifests import build_training_job
-    from kubetune.settings import LocalSettings
 
     operator.stop()
     apply(cluster, make_finetunejob("crash"), namespace)
