@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,16 +55,23 @@ def apply(
 class OperatorProcess:
     """`kubetune run` in its own process, so tests can kill and restart it."""
 
-    def __init__(self, cp: ControlPlane, log_path: Path, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        cp: ControlPlane,
+        log_path: Path,
+        args: tuple[str, ...] = (),
+        kubeconfig: Path | None = None,
+    ) -> None:
         self.cp = cp
         self.log_path = log_path
         self.args = args
+        self.kubeconfig = kubeconfig or cp.kubeconfig
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.proc = start_operator(
-            self.cp.kubeconfig, http_port=self.port, log_path=self.log_path, args=self.args
+            self.kubeconfig, http_port=self.port, log_path=self.log_path, args=self.args
         )
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20) -> None:
@@ -94,3 +103,40 @@ def processes_mentioning(text: str) -> list[int]:
         if text in cmdline and state != "Z":
             found.append(int(proc.name))
     return found
+
+
+def pod_token(
+    cluster: ControlPlane, namespace: str, pod: dict[str, Any], audience: str = "kubetune"
+) -> str:
+    """A token exactly like the one the kubelet projects into the training pod."""
+    return cluster.kubectl(
+        "create",
+        "token",
+        pod["spec"].get("serviceAccountName", "default"),
+        "-n",
+        namespace,
+        f"--audience={audience}",
+        "--bound-object-kind=Pod",
+        f"--bound-object-name={pod['metadata']['name']}",
+        f"--bound-object-uid={pod['metadata']['uid']}",
+    ).stdout.strip()
+
+
+def report(
+    port: int, namespace: str, name: str, token: str | None, body: dict[str, Any]
+) -> tuple[int, str]:
+    """POST a report the way the trainer does."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/namespaces/{namespace}/finetunejobs/{name}/report",
+        data=json.dumps(body).encode(),
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())["message"]
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())["message"]

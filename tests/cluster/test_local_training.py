@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import urllib.error
 import urllib.request
 
 import pytest
@@ -21,7 +20,7 @@ from kubetune.datavalidation import BAD_INPUT_EXIT_CODE
 from kubetune.localcluster.nodes import GPU_PRODUCT, GPU_PRODUCT_LABEL, GPU_RESOURCE, build_node
 from kubetune.settings import LocalSettings
 from tests.factories import make_finetunejob
-from tests.kube import apply, get, wait_for
+from tests.kube import apply, get, pod_token, report, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -66,39 +65,6 @@ def finish(cluster, namespace, pod: dict, code: int, reason: str = "") -> None:
     if reason:
         notes.append(f"kwok.kubetune.io/reason={reason}")
     cluster.kubectl("annotate", "pod", pod["metadata"]["name"], "-n", namespace, *notes)
-
-
-def pod_token(cluster, namespace, pod: dict, audience: str = "kubetune") -> str:
-    """A token exactly like the one the kubelet projects into the training pod."""
-    return cluster.kubectl(
-        "create",
-        "token",
-        pod["spec"].get("serviceAccountName", "default"),
-        "-n",
-        namespace,
-        f"--audience={audience}",
-        "--bound-object-kind=Pod",
-        f"--bound-object-name={pod['metadata']['name']}",
-        f"--bound-object-uid={pod['metadata']['uid']}",
-    ).stdout.strip()
-
-
-def report(port: int, namespace: str, name: str, token: str | None, body: dict) -> tuple[int, str]:
-    """POST a report the way the trainer does."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/namespaces/{namespace}/finetunejobs/{name}/report",
-        data=json.dumps(body).encode(),
-        headers={
-            "Content-Type": "application/json",
-            **({"Authorization": f"Bearer {token}"} if token else {}),
-        },
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())["message"]
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())["message"]
 
 
 def events_for(cluster, namespace, name) -> list[dict]:

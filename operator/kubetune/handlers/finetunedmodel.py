@@ -18,7 +18,7 @@ from typing import Any
 
 import kopf
 
-from kubetune.api.common import GROUP, VERSION, ConditionStatus
+from kubetune.api.common import GROUP, VERSION
 from kubetune.api.finetunedmodel import (
     DeletionPolicy,
     FineTunedModelPhase,
@@ -27,11 +27,11 @@ from kubetune.api.finetunedmodel import (
 )
 from kubetune.api.kinds import FINETUNEDMODEL, MODELDEPLOYMENT
 from kubetune.backends.local.manifests import MODEL_LABEL, build_cleanup_job
-from kubetune.conditions import set_condition
 from kubetune.handlers.acceptance import accept, post_transition
 from kubetune.handlers.errors import kopf_errors
 from kubetune.k8s import Obj
 from kubetune.metrics import observe_reconcile
+from kubetune.reconcile.finetunedmodel import BLOCKED, blocked_message, usage_status
 from kubetune.settings import LocalSettings
 
 FTM = (GROUP, VERSION, FINETUNEDMODEL.plural)
@@ -39,42 +39,12 @@ MDEP = (GROUP, VERSION, MODELDEPLOYMENT.plural)
 CLEANUP_JOBS = ("batch", "v1", "jobs")
 PROTECTION = "kubetune.io/model-protection"
 FORCE_DELETE = "kubetune.io/force-delete"
-BLOCKED = "DeletionBlocked"
 
 
 def model_of(spec: Any) -> str | None:
     ref = (spec or {}).get("modelRef") or {}
     name = ref.get("name")
     return str(name) if name else None
-
-
-def _blocked_message(users: list[str]) -> str:
-    names = ", ".join(users)
-    return f"delete ModelDeployment {names} first: a model cannot be deleted while it is deployed"
-
-
-def usage_status(
-    old: FineTunedModelStatus, users: list[str], *, deleting: bool, now: datetime
-) -> FineTunedModelStatus:
-    """Status for the model's current deployments (pure)."""
-    update: dict[str, Any] = {"deployments": users or None}
-    if deleting:
-        if users:
-            update["phase"] = FineTunedModelPhase.DELETION_BLOCKED
-            update["conditions"] = set_condition(
-                old.conditions,
-                BLOCKED,
-                ConditionStatus.TRUE,
-                "DeploymentsExist",
-                _blocked_message(users),
-                generation=old.observed_generation,
-                now=now,
-            )
-        else:
-            update["phase"] = FineTunedModelPhase.DELETING
-    elif old.phase is not None:
-        update["phase"] = FineTunedModelPhase.IN_USE if users else FineTunedModelPhase.READY
-    return old.model_copy(update=update)
 
 
 def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
@@ -97,7 +67,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         if change is None:
             return
         if change.new.phase is FineTunedModelPhase.DELETION_BLOCKED:
-            post_transition(change, BLOCKED, _blocked_message(users))
+            post_transition(change, BLOCKED, blocked_message(users))
         if change.obj["metadata"].get("deletionTimestamp"):
             await finish_deletion(memo, change.obj)
 

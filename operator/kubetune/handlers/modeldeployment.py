@@ -15,11 +15,10 @@ from typing import Any
 
 import kopf
 
-from kubetune.api.common import GROUP, VERSION, Backend, ConditionStatus
-from kubetune.api.finetunedmodel import FineTunedModelPhase, FineTunedModelSpec
+from kubetune.api.common import GROUP, VERSION, Backend
+from kubetune.api.finetunedmodel import FineTunedModelSpec
 from kubetune.api.kinds import FINETUNEDMODEL, MODELDEPLOYMENT
 from kubetune.api.modeldeployment import (
-    ModelDeploymentPhase,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
 )
@@ -29,107 +28,17 @@ from kubetune.backends.local.manifests import (
     build_serving_service,
     serving_endpoint,
 )
-from kubetune.conditions import set_condition
 from kubetune.handlers.acceptance import accept, post_transition
 from kubetune.handlers.errors import kopf_errors
 from kubetune.k8s import Obj
 from kubetune.metrics import observe_reconcile
+from kubetune.reconcile.modeldeployment import SERVABLE, serving_state
 from kubetune.settings import LocalSettings
 
 MDEP = (GROUP, VERSION, MODELDEPLOYMENT.plural)
 FTM = (GROUP, VERSION, FINETUNEDMODEL.plural)
 DEPLOYMENTS = ("apps", "v1", "deployments")
 SPEC_HASH = "kubetune.io/spec-hash"
-SERVABLE = (FineTunedModelPhase.READY, FineTunedModelPhase.IN_USE)
-
-
-def serving_state(
-    old: ModelDeploymentStatus,
-    *,
-    model: Obj | None,
-    model_name: str,
-    deployment: Obj | None,
-    replicas: int,
-    endpoint: str,
-    generation: int,
-    now: datetime,
-) -> ModelDeploymentStatus:
-    """The status for the model's state and the serving Deployment's (pure)."""
-
-    def with_phase(
-        base: ModelDeploymentStatus,
-        phase: ModelDeploymentPhase,
-        ctype: str,
-        ok: bool,
-        reason: str,
-        msg: str,
-    ) -> ModelDeploymentStatus:
-        conditions = set_condition(
-            base.conditions,
-            ctype,
-            ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
-            reason,
-            msg,
-            generation=generation,
-            now=now,
-        )
-        return base.model_copy(update={"phase": phase, "conditions": conditions})
-
-    phase = (model or {}).get("status", {}).get("phase")
-    if model is None or phase not in SERVABLE or model["metadata"].get("deletionTimestamp"):
-        why = "does not exist" if model is None else f"is {phase or 'not ready'}"
-        return with_phase(
-            old,
-            ModelDeploymentPhase.WAITING_FOR_MODEL,
-            "ModelReady",
-            False,
-            "ModelNotReady",
-            f"FineTunedModel {model_name} {why}",
-        )
-    old = old.model_copy(
-        update={
-            "conditions": set_condition(
-                old.conditions,
-                "ModelReady",
-                ConditionStatus.TRUE,
-                "ModelReady",
-                f"FineTunedModel {model_name} is {phase}",
-                generation=generation,
-                now=now,
-            )
-        }
-    )
-    status = (deployment or {}).get("status") or {}
-    conditions = {c.get("type"): c for c in status.get("conditions") or []}
-    progressing = conditions.get("Progressing") or {}
-    if progressing.get("status") == "False":
-        return with_phase(
-            old,
-            ModelDeploymentPhase.FAILED,
-            "Available",
-            False,
-            progressing.get("reason") or "RolloutFailed",
-            progressing.get("message", ""),
-        )
-    ready = int(status.get("availableReplicas") or 0)
-    base = old.model_copy(update={"ready_replicas": ready, "endpoint": endpoint})
-    if deployment is not None and ready >= replicas:
-        return with_phase(
-            base,
-            ModelDeploymentPhase.READY,
-            "Available",
-            True,
-            "MinimumReplicasAvailable",
-            f"{ready}/{replicas} replicas serve {endpoint}",
-        )
-    return with_phase(
-        base,
-        ModelDeploymentPhase.DEPLOYING,
-        "Available",
-        False,
-        "Deploying",
-        f"{ready}/{replicas} replicas ready",
-    )
 
 
 def _spec_hash(manifest: Obj) -> str:

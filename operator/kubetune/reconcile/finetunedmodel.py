@@ -1,0 +1,41 @@
+"""FineTunedModel status from its deployments and deletion state. Pure: no I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from kubetune.api.common import ConditionStatus
+from kubetune.api.finetunedmodel import FineTunedModelPhase, FineTunedModelStatus
+from kubetune.conditions import set_condition
+
+BLOCKED = "DeletionBlocked"
+
+
+def blocked_message(users: list[str]) -> str:
+    names = ", ".join(users)
+    return f"delete ModelDeployment {names} first: a model cannot be deleted while it is deployed"
+
+
+def usage_status(
+    old: FineTunedModelStatus, users: list[str], *, deleting: bool, now: datetime
+) -> FineTunedModelStatus:
+    """Status for the model's current deployments (pure)."""
+    update: dict[str, Any] = {"deployments": users or None}
+    if deleting:
+        if users:
+            update["phase"] = FineTunedModelPhase.DELETION_BLOCKED
+            update["conditions"] = set_condition(
+                old.conditions,
+                BLOCKED,
+                ConditionStatus.TRUE,
+                "DeploymentsExist",
+                blocked_message(users),
+                generation=old.observed_generation,
+                now=now,
+            )
+        else:
+            update["phase"] = FineTunedModelPhase.DELETING
+    elif old.phase is not None:
+        update["phase"] = FineTunedModelPhase.IN_USE if users else FineTunedModelPhase.READY
+    return old.model_copy(update=update)
