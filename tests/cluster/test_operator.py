@@ -17,11 +17,12 @@ def phase_of(cluster, kind: str, name: str, namespace: str) -> str | None:
     return obj and obj.get("status", {}).get("phase")
 
 
-def test_examples_get_their_first_phase(cluster, operator, namespace):
+def test_examples_run(cluster, operator, namespace, output_volume):
     cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples"))
-    wait_for(
-        "ftj Pending", lambda: phase_of(cluster, "ftj", "xbox-support", namespace) == "Pending"
-    )
+    for name in ("xbox-support", "xbox-support-qlora"):
+        wait_for(
+            f"{name} Running", lambda n=name: phase_of(cluster, "ftj", n, namespace) == "Running"
+        )
     wait_for(
         "mdep WaitingForModel",
         lambda: phase_of(cluster, "mdep", "xbox-support", namespace) == "WaitingForModel",
@@ -35,7 +36,7 @@ def test_examples_get_their_first_phase(cluster, operator, namespace):
     row = cluster.kubectl(
         "get", "ftj", "xbox-support", "-n", namespace, "--no-headers"
     ).stdout.split()
-    assert row[:3] == ["xbox-support", "local", "Pending"]
+    assert row[:3] == ["xbox-support", "local", "Running"]
 
 
 def test_model_registered_by_hand_is_ready(cluster, operator, namespace):
@@ -119,4 +120,4 @@ def test_json_logs(cluster, namespace, tmp_path):
     finally:
         op.stop()
     records = [json.loads(line) for line in op.log().splitlines() if line.strip()]
-    assert any(r.get("message") == "phase=Pending" for r in records)
+    assert any("kind=FineTuneJob phase=Pending" in r.get("message", "") for r in records)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from kubetune.localcluster.controlplane import is_alive
-from tests.kube import processes_mentioning
+from tests.kube import processes_mentioning, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -52,6 +52,18 @@ def test_dev_up_status_down(tmp_path):
         assert set(pids) >= {"kube-apiserver", "kubetune-operator"}
         kubectl = state["kubectl_path"]
         kube_env = {**os.environ, "KUBECONFIG": str(home / "kubeconfig")}
+        wait_for(
+            "the example running",
+            lambda: (
+                subprocess.run(
+                    [kubectl, "get", "ftj", "xbox-support", "-o", "jsonpath={.status.phase}"],
+                    capture_output=True,
+                    text=True,
+                    env=kube_env,
+                ).stdout
+                == "Running"
+            ),
+        )
         got = subprocess.run(
             [kubectl, "get", "ftj", "-o", "json"],
             capture_output=True,
@@ -62,7 +74,7 @@ def test_dev_up_status_down(tmp_path):
         phases = {
             i["metadata"]["name"]: i["status"]["phase"] for i in json.loads(got.stdout)["items"]
         }
-        assert phases["xbox-support"] == "Pending"
+        assert phases["xbox-support"] == "Running"
 
         again = kubetune("dev", "up", env=env)
         assert again.returncode == 0

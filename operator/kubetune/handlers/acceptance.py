@@ -4,6 +4,7 @@ Event when the phase changes."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,8 @@ from kubetune.handlers.status import Change, StatusWriter
 from kubetune.k8s import Obj
 from kubetune.reconcile.acceptance import next_status, parse_spec
 
+log = logging.getLogger(__name__)
+
 # (first phase, phase of a rejected spec) per kind.
 PHASES: dict[str, tuple[str, str | None]] = {
     FINETUNEJOB.kind: ("Pending", "Failed"),
@@ -25,11 +28,20 @@ PHASES: dict[str, tuple[str, str | None]] = {
 
 
 def post_transition(change: Change[Any], reason: str | None = None, message: str = "") -> None:
-    """An Event for a phase change: Warning for failures, Normal otherwise."""
+    """A log line and an Event for a phase change: Warning for failures, Normal otherwise."""
     if not change.phase_changed:
         return
     phase = str(change.new.phase)
     text = message or f"Phase is now {phase}"
+    meta = change.obj["metadata"]
+    log.info(
+        "%s/%s kind=%s phase=%s reason=%s",
+        meta.get("namespace"),
+        meta["name"],
+        change.obj.get("kind"),
+        phase,
+        reason or phase,
+    )
     if phase in ("Failed", "DeletionBlocked"):
         kopf.warn(change.obj, reason=reason or phase, message=text)
     else:
