@@ -16,9 +16,17 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubetune.api.common import API_VERSION
+from kubetune.errors import BackendRejected
 
 Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
+
+
+def _message(e: ApiException) -> str:
+    try:
+        return str(json.loads(e.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(e.reason)
 
 
 class Conflict(Exception):
@@ -100,10 +108,13 @@ class Kube:
         return items
 
     async def create(self, collection: str, body: Obj) -> tuple[Obj, bool]:
-        """Create, or return the existing object of that name; the bool says which."""
+        """Create, or return the existing object of that name; the bool says which.
+        An object the API server refuses as invalid raises BackendRejected with its reason."""
         try:
             return await self.request("POST", collection, body), True
         except ApiException as e:
+            if e.status in (400, 422):
+                raise BackendRejected(f"the API server refused {collection}: {_message(e)}") from e
             if e.status != 409:
                 raise
         existing = await self.get(f"{collection}/{body['metadata']['name']}")

@@ -24,6 +24,11 @@ JOBS_BY_PHASE = Gauge(
     "FineTuneJobs by backend and phase (empty phase: not yet accepted).",
     ["backend", "phase"],
 )
+FAILURES = Counter(
+    "kubetune_spec_failures_total",
+    "Resources failed before running because their spec cannot be acted on, by kind and reason.",
+    ["kind", "reason"],
+)
 REPORTS = Counter(
     "kubetune_trainer_reports_total",
     "Progress reports received from training pods, by HTTP status returned.",

@@ -382,6 +382,18 @@ def test_job_without_an_output_fails_with_the_reason(cluster, namespace, operato
     assert get(cluster, "job", "nowhere", "-n", namespace) is None
 
 
+def test_job_the_api_server_refuses_fails_with_its_reason(
+    cluster, namespace, operator, training_data, output_pvc
+):
+    apply(
+        cluster, make_finetunejob("refused", nodeSelector={"pool": "not a label value!"}), namespace
+    )
+    status = wait_phase(cluster, namespace, "Failed", "refused")
+    failed = condition(status, "Failed")
+    assert failed["reason"] == "JobRejected"
+    assert "Invalid value" in failed["message"]
+
+
 def test_restart_after_job_created_before_status_written(
     cluster, namespace, operator, training_data, output_pvc
 ):
@@ -449,4 +461,8 @@ def test_metrics_follow_the_jobs(cluster, namespace, operator, training_data, ou
     del ftj["spec"]["output"]
     apply(cluster, ftj, namespace)
     wait_phase(cluster, namespace, "Failed", "broken")
-    assert 'kubetune_finetunejobs{backend="local",phase="Failed"} 1.0' in metrics()
+    text = metrics()
+    assert 'kubetune_finetunejobs{backend="local",phase="Failed"} 1.0' in text
+    assert 'kubetune_spec_failures_total{kind="FineTuneJob",reason="InvalidSpec"} 1.0' in text
+    assert report(operator.port, namespace, "m", None, {})[0] == 401
+    assert 'kubetune_trainer_reports_total{status="401"} 1.0' in metrics()

@@ -65,12 +65,12 @@ def make_job(
 
 
 def pod_spec(manifest: dict) -> dict:
-    return manifest["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    return manifest["spec"]["template"]["spec"]
 
 
 def trainer(job: dict) -> dict:
     (container,) = pod_spec(job)["containers"]
-    return container  # type: ignore[no-any-return]
+    return container
 
 
 def config_of(job: dict) -> TrainerConfig:
@@ -448,18 +448,26 @@ def test_output_is_mounted_writable(
     assert config_of(job).output_dir == want_dir
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a PvcSource path with a leading slash (spec.output.pvc.path '/adapters', allowed by "
-        "the CRD) is joined with posixpath.join, which drops the mount prefix: output_dir becomes "
-        "'/adapters/xbox' outside the /output mount, so the adapter is written to the container's "
-        "ephemeral filesystem and lost"
-    ),
-)
 def test_absolute_output_path_stays_inside_the_mount():
     job = make_job(make_spec(output={"pvc": {"claimName": "kubetune-models", "path": "/adapters"}}))
     assert config_of(job).output_dir == "/output/adapters/xbox"
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        pytest.param({"pvc": {"claimName": "m", "path": "../escape"}}, id="output-parent"),
+        pytest.param({"pvc": {"claimName": "m", "path": "a/../../b"}}, id="output-nested-parent"),
+    ],
+)
+def test_paths_that_leave_the_volume_are_refused(output):
+    with pytest.raises(InvalidSpec, match="must stay inside its volume"):
+        make_job(make_spec(output=output))
+
+
+def test_dataset_path_with_a_leading_slash_is_on_the_volume():
+    spec = make_spec(dataset={"training": {"pvc": {"claimName": "data", "path": "/train.jsonl"}}})
+    assert config_of(make_job(spec)).training_path == "/data/training/train.jsonl"
 
 
 def test_trainer_config_annotation():
@@ -624,7 +632,7 @@ def test_finetuned_model_uses_the_default_output():
 
 def server(deployment: dict) -> dict:
     (container,) = pod_spec(deployment)["containers"]
-    return container  # type: ignore[no-any-return]
+    return container
 
 
 def test_vllm_serving_by_default():

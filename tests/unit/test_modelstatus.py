@@ -127,15 +127,6 @@ def test_deleting_without_users_is_deleting(old_phase: FineTunedModelPhase | Non
     assert (new.phase, new.deployments) == (ModelPhase.DELETING, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: usage_status leaves the DeletionBlocked condition True (message 'delete "
-        "ModelDeployment chat first ...') once the last deployment is gone and the phase moves "
-        "to Deleting; with deletionPolicy Delete the model stays in that state while the cleanup "
-        "Job runs, its conditions contradicting its phase"
-    ),
-)
 def test_unblocked_deletion_clears_the_blocked_condition():
     blocked = usage_status(
         FineTunedModelStatus(phase=ModelPhase.IN_USE), ["chat"], deleting=True, now=T0

@@ -25,12 +25,12 @@ from kubetune.backends.local.manifests import (
     build_finetuned_model,
     build_training_job,
 )
-from kubetune.errors import InvalidSpec
+from kubetune.errors import BackendRejected, InvalidSpec
 from kubetune.handlers.acceptance import accept, post_transition
 from kubetune.handlers.errors import kopf_errors
 from kubetune.handlers.status import StatusWriter
 from kubetune.k8s import Obj
-from kubetune.metrics import JOBS_BY_PHASE, observe_reconcile
+from kubetune.metrics import FAILURES, JOBS_BY_PHASE, observe_reconcile
 from kubetune.reconcile.finetunejob import TERMINAL, Observed, next_status, observe_training
 from kubetune.settings import LocalSettings
 
@@ -162,7 +162,11 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                 except InvalidSpec as e:
                     await fail(memo, namespace, name, "InvalidSpec", str(e))
                     return
-                job, created = await memo.kube.create_job(namespace, manifest)
+                try:
+                    job, created = await memo.kube.create_job(namespace, manifest)
+                except BackendRejected as e:
+                    await fail(memo, namespace, name, "JobRejected", str(e))
+                    return
                 if not any(
                     r.get("uid") == uid for r in job["metadata"].get("ownerReferences") or []
                 ):
@@ -190,6 +194,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             generation = int(obj["metadata"].get("generation", 1))
             return next_status(old, seen, generation=generation, now=datetime.now(UTC))
 
+        FAILURES.labels(FINETUNEJOB.kind, reason).inc()
         change = await memo.status.update(
             FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, fold
         )

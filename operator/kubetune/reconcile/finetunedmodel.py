@@ -36,6 +36,16 @@ def usage_status(
             )
         else:
             update["phase"] = FineTunedModelPhase.DELETING
+            if any(c.type == BLOCKED for c in old.conditions):
+                update["conditions"] = set_condition(
+                    old.conditions,
+                    BLOCKED,
+                    ConditionStatus.FALSE,
+                    "DeploymentsGone",
+                    "No ModelDeployment uses the model any more",
+                    generation=old.observed_generation,
+                    now=now,
+                )
     elif old.phase is not None:
         update["phase"] = FineTunedModelPhase.IN_USE if users else FineTunedModelPhase.READY
     return old.model_copy(update=update)

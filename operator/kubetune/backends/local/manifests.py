@@ -42,6 +42,15 @@ BASE_MODEL_MOUNT = "/models/base"
 ADAPTER_MOUNT = "/models/adapter"
 
 
+def inside(mount: str, path: str) -> str:
+    """`path` on a volume mounted at `mount`. A leading slash means the volume's root;
+    a path that would leave the volume (`..`) is refused."""
+    relative = posixpath.normpath("/" + path).lstrip("/")
+    if path and any(part == ".." for part in path.split("/")):
+        raise InvalidSpec(f"path {path!r} must stay inside its volume (no '..')")
+    return posixpath.join(mount, relative) if relative else mount
+
+
 def owner_reference(kind: str, name: str, uid: str) -> Manifest:
     return {
         "apiVersion": API_VERSION,
@@ -127,7 +136,7 @@ class _Mounts:
             return f"{mount_path}/{filename}"
         if source.pvc is not None:
             self.pvc(name, source.pvc.claim_name, mount_path, read_only=True)
-            return posixpath.join(mount_path, source.pvc.path)
+            return inside(mount_path, source.pvc.path)
         return None
 
 
@@ -142,7 +151,7 @@ def output_location(spec: FineTuneJobSpec, job_name: str, settings: LocalSetting
             "spec.output is required: this cluster has no default output PVC "
             "(Helm value local.defaultOutputPvc)"
         )
-    return PvcSource(claim_name=claim, path=posixpath.join(path, job_name))
+    return PvcSource(claim_name=claim, path=inside(path, job_name).lstrip("/"))
 
 
 def training_labels(name: str, ftj_labels: dict[str, str]) -> dict[str, str]:
@@ -184,8 +193,8 @@ def build_training_job(
         spec=spec,
         training_path=training,
         validation_path=validation,
-        base_model_path=posixpath.join(BASE_MODEL_MOUNT, base.path) if base else None,
-        output_dir=posixpath.join(OUTPUT_MOUNT, output.path),
+        base_model_path=inside(BASE_MODEL_MOUNT, base.path) if base else None,
+        output_dir=inside(OUTPUT_MOUNT, output.path),
         processes=max(gpus, 1),
         progress_url=f"{settings.progress_url}/v1/namespaces/{namespace}/finetunejobs/{name}/report",
         token_path=f"{TOKEN_DIR}/token",
@@ -361,11 +370,11 @@ def build_serving_deployment(
         raise InvalidSpec(f"FineTunedModel {model_name} has no PVC source to serve locally")
     mounts = _Mounts()
     mounts.pvc("adapter", model.source.pvc.claim_name, "/models/adapters", read_only=True)
-    adapter = posixpath.join("/models/adapters", model.source.pvc.path)
+    adapter = inside("/models/adapters", model.source.pvc.path)
     base = parse_pvc_uri(model.base_model)
     if base is not None:
         mounts.pvc("base-model", base.claim_name, BASE_MODEL_MOUNT, read_only=True)
-    base_ref = posixpath.join(BASE_MODEL_MOUNT, base.path) if base else model.base_model
+    base_ref = inside(BASE_MODEL_MOUNT, base.path) if base else model.base_model
     mounts.add("tmp", {"emptyDir": {}}, "/tmp", read_only=False)
     if runtime is Runtime.VLLM:
         mounts.add("dshm", {"emptyDir": {"medium": "Memory"}}, "/dev/shm", read_only=False)
@@ -462,7 +471,7 @@ def build_cleanup_job(
     *, name: str, namespace: str, uid: str, source: PvcSource, settings: LocalSettings
 ) -> Manifest:
     """A short Job that deletes a model's adapter directory from its PVC."""
-    if not source.path.strip("/"):
+    if inside("/models", source.path) == "/models":
         raise InvalidSpec(
             f"refusing to delete all of volume {source.claim_name}: the model's source has no path"
         )
@@ -489,7 +498,7 @@ def build_cleanup_job(
                         {
                             "name": "cleanup",
                             "image": settings.trainer_image,
-                            "command": ["rm", "-rf", "--", posixpath.join("/models", source.path)],
+                            "command": ["rm", "-rf", "--", inside("/models", source.path)],
                             "securityContext": container_security_context(),
                             "volumeMounts": [{"name": "models", "mountPath": "/models"}],
                         }
