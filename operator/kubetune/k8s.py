@@ -132,6 +132,25 @@ class Kube:
                 return None
             raise
 
+    async def set_finalizer(self, url: str, finalizer: str, *, present: bool) -> Obj | None:
+        """Add or remove one finalizer, from a fresh read, retrying when someone else
+        changed the object in between (409); None when the object is gone."""
+        for _ in range(5):
+            obj = await self.get(url)
+            if obj is None:
+                return None
+            current = list(obj["metadata"].get("finalizers") or [])
+            if (finalizer in current) == present:
+                return obj
+            wanted = [*current, finalizer] if present else [f for f in current if f != finalizer]
+            meta = {"finalizers": wanted, "resourceVersion": obj["metadata"]["resourceVersion"]}
+            try:
+                return await self.patch(url, {"metadata": meta})
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+        raise Conflict(f"{url} kept changing while its finalizers were updated")
+
     # Shorthands for what the handlers use most.
 
     async def get_custom(self, plural: str, namespace: str, name: str) -> Obj | None:

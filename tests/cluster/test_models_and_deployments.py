@@ -15,6 +15,7 @@ from kubetune.backends.local.manifests import (
     DEPLOYMENT_LABEL,
     MODEL_LABEL,
     build_serving_deployment,
+    build_serving_service,
 )
 from kubetune.localcluster.storage import build_static_pv
 from kubetune.settings import LocalSettings
@@ -243,12 +244,16 @@ def test_restart_after_deployment_created_before_status_written(
         model=FineTunedModelSpec.model_validate(model["spec"]),
         settings=LocalSettings(),
     )
-    cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+    service = build_serving_service(name="d", namespace=namespace, uid=mdep["metadata"]["uid"])
+    for obj in (service, manifest):  # what the operator creates, in its order
+        cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(obj))
     operator.start()
     wait_phase(cluster, "mdep", "d", namespace, "Ready")
-    assert [
-        d["metadata"]["name"] for d in get(cluster, "deployments", "-n", namespace)["items"]
-    ] == ["d"]
+    names = {
+        kind: [o["metadata"]["name"] for o in get(cluster, kind, "-n", namespace)["items"]]
+        for kind in ("deployments", "services")
+    }
+    assert names == {"deployments": ["d"], "services": ["d"]}
 
 
 def test_kill_9_while_the_deployment_is_created(cluster, namespace, operator, output_pvc):

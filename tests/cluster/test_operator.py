@@ -101,9 +101,13 @@ def test_health_and_metrics(cluster, operator, namespace):
     base = f"http://127.0.0.1:{operator.port}"
     with urllib.request.urlopen(f"{base}/healthz") as r:
         assert r.status == 200
-    with urllib.request.urlopen(f"{base}/metrics") as r:
-        text = r.read().decode()
-    assert 'kubetune_reconcile_total{handler="reconcile",kind="FineTuneJob",result="ok"}' in text
+
+    def metrics() -> str:
+        with urllib.request.urlopen(f"{base}/metrics") as r:
+            return r.read().decode()
+
+    ok = 'kubetune_reconcile_total{handler="reconcile",kind="FineTuneJob",result="ok"}'
+    text = wait_for("a reconcile counted", lambda: next((t for t in [metrics()] if ok in t), None))
     assert "kubetune_reconcile_duration_seconds_bucket" in text
 
 

@@ -9,6 +9,10 @@ import kopf
 
 from kubetune.errors import BackendRejected, BackendUnavailable, InvalidSpec, NotReady
 
+# Seconds before Kopf retries a handler that failed unexpectedly (an API hiccup, a
+# conflict): Kopf's default, 60 s, would leave a resource visibly stuck.
+RETRY_BACKOFF = 5.0
+
 
 @contextlib.contextmanager
 def kopf_errors() -> Iterator[None]:

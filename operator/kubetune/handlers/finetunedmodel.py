@@ -18,7 +18,7 @@ from typing import Any
 
 import kopf
 
-from kubetune.api.common import GROUP, VERSION
+from kubetune.api.common import API_VERSION, GROUP, VERSION
 from kubetune.api.finetunedmodel import (
     DeletionPolicy,
     FineTunedModelPhase,
@@ -28,8 +28,8 @@ from kubetune.api.finetunedmodel import (
 from kubetune.api.kinds import FINETUNEDMODEL, MODELDEPLOYMENT
 from kubetune.backends.local.manifests import MODEL_LABEL, build_cleanup_job
 from kubetune.handlers.acceptance import accept, post_transition
-from kubetune.handlers.errors import kopf_errors
-from kubetune.k8s import Obj
+from kubetune.handlers.errors import RETRY_BACKOFF, kopf_errors
+from kubetune.k8s import Obj, path
 from kubetune.metrics import observe_reconcile
 from kubetune.reconcile.finetunedmodel import BLOCKED, blocked_message, usage_status
 from kubetune.settings import LocalSettings
@@ -124,17 +124,12 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
 
     async def release(memo: kopf.Memo, obj: Obj) -> None:
         meta = obj["metadata"]
-        finalizers = [f for f in meta.get("finalizers") or [] if f != PROTECTION]
-        await memo.kube.patch_custom(
-            FINETUNEDMODEL.plural,
-            meta["namespace"],
-            meta["name"],
-            {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}},
-        )
+        url = path(API_VERSION, FINETUNEDMODEL.plural, meta["namespace"], meta["name"])
+        await memo.kube.set_finalizer(url, PROTECTION, present=False)
 
-    @kopf.on.resume(*FTM, id="reconcile", registry=registry)
-    @kopf.on.update(*FTM, id="reconcile", registry=registry)
-    @kopf.on.create(*FTM, id="reconcile", registry=registry)
+    @kopf.on.resume(*FTM, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
+    @kopf.on.update(*FTM, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
+    @kopf.on.create(*FTM, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
     async def reconcile(
         name: str,
         namespace: str,
@@ -147,17 +142,8 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             if PROTECTION not in (meta.get("finalizers") or []) and not meta.get(
                 "deletionTimestamp"
             ):
-                await memo.kube.patch_custom(
-                    FINETUNEDMODEL.plural,
-                    namespace,
-                    name,
-                    {
-                        "metadata": {
-                            "finalizers": [*meta.get("finalizers", []), PROTECTION],
-                            "resourceVersion": meta["resourceVersion"],
-                        }
-                    },
-                )
+                url = path(API_VERSION, FINETUNEDMODEL.plural, namespace, name)
+                await memo.kube.set_finalizer(url, PROTECTION, present=True)
             await accept(memo.status, FINETUNEDMODEL, namespace, name)
             await sync(
                 memo, namespace, name, sorted(deployments_by_model.get((namespace, name), []))

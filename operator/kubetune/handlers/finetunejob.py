@@ -27,7 +27,7 @@ from kubetune.backends.local.manifests import (
 )
 from kubetune.errors import BackendRejected, InvalidSpec
 from kubetune.handlers.acceptance import accept, post_transition
-from kubetune.handlers.errors import kopf_errors
+from kubetune.handlers.errors import RETRY_BACKOFF, kopf_errors
 from kubetune.handlers.status import StatusWriter
 from kubetune.k8s import Obj
 from kubetune.metrics import FAILURES, JOBS_BY_PHASE, observe_reconcile
@@ -127,9 +127,9 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         await memo.status.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, record)
         kopf.info(obj, reason="ModelCreated", message=f"Registered FineTunedModel {model_name}")
 
-    @kopf.on.resume(*FTJ, id="reconcile", registry=registry)
-    @kopf.on.update(*FTJ, id="reconcile", registry=registry)
-    @kopf.on.create(*FTJ, id="reconcile", registry=registry)
+    @kopf.on.resume(*FTJ, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
+    @kopf.on.update(*FTJ, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
+    @kopf.on.create(*FTJ, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
     async def reconcile(
         name: str,
         namespace: str,

@@ -8,8 +8,6 @@ or Failed when its rollout cannot progress.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,12 +22,13 @@ from kubetune.api.modeldeployment import (
 )
 from kubetune.backends.local.manifests import (
     DEPLOYMENT_LABEL,
+    SPEC_HASH,
     build_serving_deployment,
     build_serving_service,
     serving_endpoint,
 )
 from kubetune.handlers.acceptance import accept, post_transition
-from kubetune.handlers.errors import kopf_errors
+from kubetune.handlers.errors import RETRY_BACKOFF, kopf_errors
 from kubetune.k8s import Obj
 from kubetune.metrics import observe_reconcile
 from kubetune.reconcile.modeldeployment import SERVABLE, serving_state
@@ -38,11 +37,6 @@ from kubetune.settings import LocalSettings
 MDEP = (GROUP, VERSION, MODELDEPLOYMENT.plural)
 FTM = (GROUP, VERSION, FINETUNEDMODEL.plural)
 DEPLOYMENTS = ("apps", "v1", "deployments")
-SPEC_HASH = "kubetune.io/spec-hash"
-
-
-def _spec_hash(manifest: Obj) -> str:
-    return hashlib.sha256(json.dumps(manifest["spec"], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
@@ -85,16 +79,17 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                     model=FineTunedModelSpec.model_validate(model["spec"]),
                     settings=settings,
                 )
-                digest = _spec_hash(manifest)
+                digest = manifest["metadata"]["annotations"][SPEC_HASH]
                 if deployment is None or deployment.get("hash") != digest:
-                    manifest["metadata"]["annotations"] = {SPEC_HASH: digest}
-                    created = await memo.kube.apply_deployment(namespace, manifest)
+                    # The Service first: a Deployment that exists implies its Service
+                    # does, even if the operator dies between the two creates.
                     await memo.kube.create_service(
                         namespace,
                         build_serving_service(
                             name=name, namespace=namespace, uid=obj["metadata"]["uid"]
                         ),
                     )
+                    created = await memo.kube.apply_deployment(namespace, manifest)
                     deployment = {"status": created.get("status") or {}}
             replicas = spec.local.replicas if spec.local else 1
             return serving_state(
@@ -114,9 +109,9 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         if change is not None:
             post_transition(change)
 
-    @kopf.on.resume(*MDEP, id="reconcile", registry=registry)
-    @kopf.on.update(*MDEP, id="reconcile", registry=registry)
-    @kopf.on.create(*MDEP, id="reconcile", registry=registry)
+    @kopf.on.resume(*MDEP, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
+    @kopf.on.update(*MDEP, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
+    @kopf.on.create(*MDEP, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
     async def reconcile(
         name: str, namespace: str, memo: kopf.Memo, serving: kopf.Index[Any, Obj], **_: Any
     ) -> None:

@@ -10,6 +10,8 @@ projected token whose only audience is kubetune).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import posixpath
 from typing import Any
 
@@ -30,6 +32,7 @@ MODEL_LABEL = "kubetune.io/finetunedmodel"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubetune", "app.kubernetes.io/part-of": "kubetune"}
 QUEUE_LABEL_PREFIX = "kueue.x-k8s.io/"
 CONFIG_ANNOTATION = "kubetune.io/trainer-config"
+SPEC_HASH = "kubetune.io/spec-hash"
 PROGRESS_AUDIENCE = "kubetune"
 TRAINER_CONTAINER = "trainer"
 SERVING_PORT = 8000
@@ -428,6 +431,14 @@ def build_serving_deployment(
     }
     if local and local.node_selector:
         pod_spec["nodeSelector"] = dict(local.node_selector)
+    spec_: Manifest = {
+        "replicas": replicas,
+        "selector": {"matchLabels": {DEPLOYMENT_LABEL: name}},
+        "progressDeadlineSeconds": 600,
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    # The hash of what we asked for: the operator re-applies only when it changes.
+    digest = hashlib.sha256(json.dumps(spec_, sort_keys=True).encode()).hexdigest()[:16]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -435,14 +446,10 @@ def build_serving_deployment(
             "name": name,
             "namespace": namespace,
             "labels": labels,
+            "annotations": {SPEC_HASH: digest},
             "ownerReferences": [owner_reference("ModelDeployment", name, uid)],
         },
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {DEPLOYMENT_LABEL: name}},
-            "progressDeadlineSeconds": 600,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-        },
+        "spec": spec_,
     }
 
 
