@@ -54,8 +54,11 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
     ) -> dict[tuple[str | None, str | None], Any]:
         return {(namespace, model_of(spec)): name}
 
-    async def sync(memo: kopf.Memo, namespace: str, name: str, users: list[str]) -> None:
+    async def sync(
+        memo: kopf.Memo, namespace: str, name: str, by_model: kopf.Index[Any, str]
+    ) -> None:
         """Bring status.deployments and the phase up to date; finish a deletion if allowed."""
+        users = sorted(by_model.get((namespace, name), []))
 
         def fold(obj: Obj, old: FineTunedModelStatus) -> FineTunedModelStatus:
             deleting = bool(obj["metadata"].get("deletionTimestamp"))
@@ -145,9 +148,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                 url = path(API_VERSION, FINETUNEDMODEL.plural, namespace, name)
                 await memo.kube.set_finalizer(url, PROTECTION, present=True)
             await accept(memo.status, FINETUNEDMODEL, namespace, name)
-            await sync(
-                memo, namespace, name, sorted(deployments_by_model.get((namespace, name), []))
-            )
+            await sync(memo, namespace, name, deployments_by_model)
 
     @kopf.on.event(*FTM, registry=registry, id="model_event")
     async def model_event(
@@ -163,9 +164,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             memo.status.forget(FINETUNEDMODEL.plural, namespace, name)
         elif meta.get("deletionTimestamp"):
             with observe_reconcile(FINETUNEDMODEL.kind, "deletion"):
-                await sync(
-                    memo, namespace, name, sorted(deployments_by_model.get((namespace, name), []))
-                )
+                await sync(memo, namespace, name, deployments_by_model)
 
     @kopf.on.event(*MDEP, registry=registry, id="deployment_event")
     async def deployment_event(
@@ -179,9 +178,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         model = model_of(spec)
         if model:
             with observe_reconcile(FINETUNEDMODEL.kind, "usage"):
-                await sync(
-                    memo, namespace, model, sorted(deployments_by_model.get((namespace, model), []))
-                )
+                await sync(memo, namespace, model, deployments_by_model)
 
     @kopf.on.event(
         *CLEANUP_JOBS, labels={MODEL_LABEL: kopf.PRESENT}, registry=registry, id="cleanup_event"

@@ -216,29 +216,18 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             await memo.kube.patch_job(namespace, name, {"spec": {"suspend": spec.suspend}})
 
     @kopf.on.event(*JOBS, labels=TRAINING, registry=registry, id="training_job_event")
-    async def training_job_event(
-        namespace: str,
-        labels: kopf.Labels,
-        memo: kopf.Memo,
-        training_jobs: kopf.Index[Any, Obj],
-        training_pods: kopf.Index[Any, Obj],
-        **_: Any,
-    ) -> None:
-        with observe_reconcile(FINETUNEJOB.kind, "job-event"):
-            await sync_status(
-                memo, namespace, labels[FINETUNEJOB_LABEL], training_jobs, training_pods
-            )
-
     @kopf.on.event(*PODS, labels=TRAINING, registry=registry, id="training_pod_event")
-    async def training_pod_event(
+    async def training_child_event(
         namespace: str,
         labels: kopf.Labels,
+        resource: kopf.Resource,
         memo: kopf.Memo,
         training_jobs: kopf.Index[Any, Obj],
         training_pods: kopf.Index[Any, Obj],
         **_: Any,
     ) -> None:
-        with observe_reconcile(FINETUNEJOB.kind, "pod-event"):
+        """A training Job or pod changed: bring its FineTuneJob's status up to date."""
+        with observe_reconcile(FINETUNEJOB.kind, f"{resource.plural.removesuffix('s')}-event"):
             await sync_status(
                 memo, namespace, labels[FINETUNEJOB_LABEL], training_jobs, training_pods
             )
