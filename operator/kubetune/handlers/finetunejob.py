@@ -18,7 +18,7 @@ import kopf
 
 from kubetune.api.common import GROUP, VERSION, Backend
 from kubetune.api.finetunejob import FineTuneJobPhase, FineTuneJobSpec, FineTuneJobStatus
-from kubetune.api.kinds import FINETUNEJOB
+from kubetune.api.kinds import FINETUNEDMODEL, FINETUNEJOB
 from kubetune.backends.local.manifests import (
     FINETUNEJOB_LABEL,
     QUEUE_LABEL_PREFIX,
@@ -110,7 +110,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         manifest = build_finetuned_model(
             job_name=name, namespace=namespace, spec=spec, settings=settings
         )
-        model, created = await memo.kube.create_custom("finetunedmodels", namespace, manifest)
+        model, created = await memo.kube.create_custom(FINETUNEDMODEL.plural, namespace, manifest)
         model_name = model["metadata"]["name"]
         if not created and (model.get("spec") or {}).get("sourceJob") != name:
             kopf.warn(
