@@ -1,6 +1,6 @@
 """The `kubetune` command line.
 
-    kubetune crds [--output-dir DIR] [--check]   write (or check) the generated CRDs
+    kubetune crds [--root DIR] [--check]         write (or check) the generated CRDs
     kubetune run [options]                       run the operator
     kubetune dev up|status|down                  a local control plane with the operator
     kubetune validate-data FILE [--validation FILE] [--model M --max-tokens N] [--json]
@@ -22,15 +22,15 @@ from kubetune.settings import LocalSettings
 
 
 def _crds(args: argparse.Namespace) -> int:
-    from kubetune.api.crdgen import stale_crds, write_crds
+    from kubetune.api.crdgen import stale_files, write_files
 
-    directory = Path(args.output_dir)
+    root = Path(args.root)
     if args.check:
-        stale = stale_crds(directory)
+        stale = stale_files(root)
         for name in stale:
-            print(f"{directory / name} is out of date: run `kubetune crds`", file=sys.stderr)
+            print(f"{root / name} is out of date: run `kubetune crds`", file=sys.stderr)
         return 1 if stale else 0
-    for path in write_crds(directory):
+    for path in write_files(root):
         print(f"wrote {path}")
     return 0
 
@@ -118,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the resource models")
-    crds.add_argument("--output-dir", default="crds", help="directory of the CRD files (crds)")
+    crds.add_argument(
+        "--root",
+        default=".",
+        help="repository root: writes crds/*.yaml and the Helm chart's templates/crds.yaml",
+    )
     crds.add_argument(
         "--check", action="store_true", help="exit 1 when the files differ from the models"
     )

@@ -1,34 +1,37 @@
-"""The Helm chart's ClusterRole is all the operator needs: an operator that
-authenticates as a ServiceAccount bound to exactly that role trains, registers,
-serves and deletes without a single forbidden request."""
+"""The Helm chart's ClusterRole is all the operator needs, and every rule of it is
+needed: an operator that authenticates as a ServiceAccount bound to exactly that
+role (a real token, so the API server enforces RBAC) trains, reports, registers,
+serves and deletes without a single forbidden request; without the rule for Jobs,
+for status or for Events it is refused."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.factories import make_deployment, make_finetunejob
-from tests.kube import ROOT, OperatorProcess, apply, get, wait_for
+from tests.kube import ROOT, OperatorProcess, apply, get, pod_token, report, wait_for
 
 pytestmark = pytest.mark.cluster
 
+Rule = dict
 
-@pytest.fixture
-def chart_identity(cluster, binaries, tmp_path):
-    """A kubeconfig for a ServiceAccount bound to the chart's ClusterRole."""
-    release = f"rbac-{uuid.uuid4().hex[:6]}"
-    home = f"{release}-system"
+
+def render_rbac(helm: Path, release: str, namespace: str) -> list[dict]:
     rendered = subprocess.run(
         [
-            str(binaries["helm"]),
+            str(helm),
             "template",
             release,
             str(ROOT / "charts" / "kubetune"),
             "--namespace",
-            home,
+            namespace,
             "--show-only",
             "templates/rbac.yaml",
             "--show-only",
@@ -38,43 +41,67 @@ def chart_identity(cluster, binaries, tmp_path):
         text=True,
         check=True,
     ).stdout
-    cluster.kubectl("create", "namespace", home)
-    cluster.kubectl("apply", "-n", home, "-f", "-", input=rendered)
-    objects = [o for o in yaml.safe_load_all(rendered) if o]
-    (account,) = [o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"]
-    token = cluster.kubectl("create", "token", account, "-n", home, "--duration=1h").stdout.strip()
-    config = yaml.safe_load(cluster.kubeconfig.read_text())
-    config["users"] = [{"name": "operator", "user": {"token": token}}]
-    config["contexts"][0]["context"]["user"] = "operator"
-    path = tmp_path / "operator.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    yield path
-    cluster.kubectl("delete", "namespace", home, "--wait=false")
-    for obj in objects:
-        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
-            cluster.kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"], "--wait=false")
+    return [o for o in yaml.safe_load_all(rendered) if o]
+
+
+@pytest.fixture
+def chart_identity(cluster, binaries, tmp_path) -> Iterator[Callable[..., Path]]:
+    """Makes a kubeconfig for a ServiceAccount bound to the chart's ClusterRole, less the
+    rules `drop` selects."""
+    created: list[tuple[str, str]] = []
+
+    def make(drop: Callable[[Rule], bool] = lambda _: False) -> Path:
+        release = f"rbac-{uuid.uuid4().hex[:6]}"
+        home = f"{release}-system"
+        objects = render_rbac(binaries["helm"], release, home)
+        for obj in objects:
+            if obj["kind"] == "ClusterRole":
+                obj["rules"] = [r for r in obj["rules"] if not drop(r)]
+        cluster.kubectl("create", "namespace", home)
+        created.append(("namespace", home))
+        for obj in objects:
+            cluster.kubectl("apply", "-n", home, "-f", "-", input=yaml.safe_dump(obj))
+            if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+                created.append((obj["kind"].lower(), obj["metadata"]["name"]))
+        (account,) = [o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"]
+        token = cluster.kubectl("create", "token", account, "-n", home, "--duration=1h").stdout
+        config = yaml.safe_load(cluster.kubeconfig.read_text())
+        config["users"] = [{"name": "operator", "user": {"token": token.strip()}}]
+        config["contexts"][0]["context"]["user"] = "operator"
+        path = tmp_path / f"{release}.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    yield make
+    for kind, name in created:
+        cluster.kubectl("delete", kind, name, "--wait=false", check=False)
+
+
+def running_pod(cluster, namespace, name):
+    return next(
+        (
+            p
+            for p in get(cluster, "pods", "-n", namespace, "-l", f"kubetune.io/finetunejob={name}")[
+                "items"
+            ]
+            if p["status"].get("phase") == "Running"
+        ),
+        None,
+    )
 
 
 def test_operator_works_with_the_charts_clusterrole_only(
     cluster, namespace, chart_identity, training_data, output_pvc, tmp_path
 ):
-    op = OperatorProcess(cluster, tmp_path / "rbac.log", ("--namespace", namespace), chart_identity)
+    op = OperatorProcess(
+        cluster, tmp_path / "rbac.log", ("--namespace", namespace), chart_identity()
+    )
     op.start()
     try:
         apply(cluster, make_finetunejob("xbox"), namespace)
-        pod = wait_for(
-            "a running training pod",
-            lambda: next(
-                (
-                    p
-                    for p in get(
-                        cluster, "pods", "-n", namespace, "-l", "kubetune.io/finetunejob=xbox"
-                    )["items"]
-                    if p["status"].get("phase") == "Running"
-                ),
-                None,
-            ),
-        )
+        pod = wait_for("a running training pod", lambda: running_pod(cluster, namespace, "xbox"))
+        token = pod_token(cluster, namespace, pod)
+        assert report(op.port, namespace, "xbox", token, {"progress": {"step": 1}})[0] == 200
         cluster.kubectl(
             "annotate",
             "pod",
@@ -105,3 +132,28 @@ def test_operator_works_with_the_charts_clusterrole_only(
     log = op.log()
     assert "Forbidden" not in log
     assert "403" not in log
+
+
+@pytest.mark.parametrize(
+    "drop",
+    [
+        pytest.param(lambda r: r["resources"] == ["jobs"], id="jobs"),
+        pytest.param(lambda r: any(x.endswith("/status") for x in r["resources"]), id="status"),
+        pytest.param(lambda r: r["resources"] == ["events"], id="events"),
+    ],
+)
+def test_each_rule_is_needed(
+    cluster, namespace, chart_identity, training_data, output_pvc, tmp_path, drop
+):
+    op = OperatorProcess(
+        cluster, tmp_path / "rbac.log", ("--namespace", namespace), chart_identity(drop)
+    )
+    op.start()
+    try:
+        apply(cluster, make_finetunejob("xbox"), namespace)
+        deadline = time.monotonic() + 30
+        while "Forbidden" not in op.log() and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        op.stop()
+    assert "Forbidden" in op.log()

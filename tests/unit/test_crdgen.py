@@ -68,8 +68,8 @@ def test_committed_crds_are_current(monkeypatch):
 
 
 def test_check_fails_after_a_field_is_added(tmp_path: Path, monkeypatch, capsys):
-    assert cli.main(["crds", "--output-dir", str(tmp_path)]) == 0
-    assert cli.main(["crds", "--check", "--output-dir", str(tmp_path)]) == 0
+    assert cli.main(["crds", "--root", str(tmp_path)]) == 0
+    assert cli.main(["crds", "--check", "--root", str(tmp_path)]) == 0
 
     class ExtendedSpec(FineTuneJobSpec):
         new_knob: int | None = Field(default=None, description="A field added to the model.")
@@ -77,7 +77,8 @@ def test_check_fails_after_a_field_is_added(tmp_path: Path, monkeypatch, capsys)
     extended = dataclasses.replace(FINETUNEJOB, spec=ExtendedSpec)
     monkeypatch.setattr(crdgen, "KINDS", (extended, *KINDS[1:]))
     capsys.readouterr()
-    assert cli.main(["crds", "--check", "--output-dir", str(tmp_path)]) == 1
+    assert cli.main(["crds", "--check", "--root", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "finetunejobs.kubetune.io.yaml is out of date" in err
+    assert "crds/finetunejobs.kubetune.io.yaml is out of date" in err
+    assert "templates/crds.yaml is out of date" in err
     assert "finetunedmodels" not in err

@@ -136,30 +136,54 @@ def build_crd(kind: ResourceKind) -> Schema:
     }
 
 
-def render_crds() -> dict[str, str]:
-    """File name -> YAML text for every kind."""
-    return {
-        f"{kind.crd_name}.yaml": HEADER
-        + yaml.safe_dump(build_crd(kind), sort_keys=False, width=100)
-        for kind in KINDS
-    }
+CHART_CRDS = "charts/kubetune/templates/crds.yaml"
+KEEP = "helm.sh/resource-policy"
 
 
-def write_crds(directory: Path) -> list[Path]:
-    """Write the CRDs into a directory; returns the files written."""
-    directory.mkdir(parents=True, exist_ok=True)
+def _dump(obj: Schema) -> str:
+    return yaml.safe_dump(obj, sort_keys=False, width=100)
+
+
+def render_chart_crds() -> str:
+    """The Helm chart's copy of the CRDs: the same objects, installed and upgraded by the
+    chart while `crds.enabled` (the default), and kept on uninstall while `crds.keep`
+    (the default; cert-manager's pattern, so an uninstall never deletes every job)."""
+    documents = []
+    for kind in KINDS:
+        crd = build_crd(kind)
+        crd["metadata"]["annotations"] = {KEEP: "keep"}
+        text = _dump(crd).replace(
+            f"  annotations:\n    {KEEP}: keep\n",
+            "  annotations:\n    {{- if .Values.crds.keep }}\n"
+            f"    {KEEP}: keep\n    {{{{- end }}}}\n",
+        )
+        documents.append(text)
+    header = HEADER.replace("#", "{{/*", 1).rstrip() + " */}}\n"
+    return header + "{{- if .Values.crds.enabled }}\n---\n" + "---\n".join(documents) + "{{- end }}\n"
+
+
+def render_files() -> dict[str, str]:
+    """Path relative to the repository root -> text, for every generated file."""
+    files = {f"crds/{kind.crd_name}.yaml": HEADER + _dump(build_crd(kind)) for kind in KINDS}
+    files[CHART_CRDS] = render_chart_crds()
+    return files
+
+
+def write_files(root: Path) -> list[Path]:
+    """Write every generated file under `root`; returns the files written."""
     written = []
-    for name, text in render_crds().items():
-        path = directory / name
+    for name, text in render_files().items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         written.append(path)
     return written
 
 
-def stale_crds(directory: Path) -> list[str]:
-    """Names of CRD files in a directory that differ from what the models generate."""
+def stale_files(root: Path) -> list[str]:
+    """Generated files under `root` that differ from what the models generate."""
     return [
         name
-        for name, text in render_crds().items()
-        if not (directory / name).is_file() or (directory / name).read_text() != text
+        for name, text in render_files().items()
+        if not (root / name).is_file() or (root / name).read_text() != text
     ]
