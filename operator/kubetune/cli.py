@@ -22,7 +22,7 @@ from kubetune.settings import LocalSettings
 
 
 def _crds(args: argparse.Namespace) -> int:
-    from kubetune.api.crdgen import stale_files, write_files
+    from kubetune.api.generated import stale_files, write_files
 
     root = Path(args.root)
     if args.check:

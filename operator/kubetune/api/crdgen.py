@@ -11,7 +11,6 @@ defaults. Status schemas carry no defaults: the operator owns what is written th
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -136,11 +135,10 @@ def build_crd(kind: ResourceKind) -> Schema:
     }
 
 
-CHART_CRDS = "charts/kubetune/templates/crds.yaml"
 KEEP = "helm.sh/resource-policy"
 
 
-def _dump(obj: Schema) -> str:
+def dump_yaml(obj: Schema) -> str:
     return yaml.safe_dump(obj, sort_keys=False, width=100)
 
 
@@ -152,38 +150,13 @@ def render_chart_crds() -> str:
     for kind in KINDS:
         crd = build_crd(kind)
         crd["metadata"]["annotations"] = {KEEP: "keep"}
-        text = _dump(crd).replace(
+        text = dump_yaml(crd).replace(
             f"  annotations:\n    {KEEP}: keep\n",
             "  annotations:\n    {{- if .Values.crds.keep }}\n"
             f"    {KEEP}: keep\n    {{{{- end }}}}\n",
         )
         documents.append(text)
     header = HEADER.replace("#", "{{/*", 1).rstrip() + " */}}\n"
-    return header + "{{- if .Values.crds.enabled }}\n---\n" + "---\n".join(documents) + "{{- end }}\n"
-
-
-def render_files() -> dict[str, str]:
-    """Path relative to the repository root -> text, for every generated file."""
-    files = {f"crds/{kind.crd_name}.yaml": HEADER + _dump(build_crd(kind)) for kind in KINDS}
-    files[CHART_CRDS] = render_chart_crds()
-    return files
-
-
-def write_files(root: Path) -> list[Path]:
-    """Write every generated file under `root`; returns the files written."""
-    written = []
-    for name, text in render_files().items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        written.append(path)
-    return written
-
-
-def stale_files(root: Path) -> list[str]:
-    """Generated files under `root` that differ from what the models generate."""
-    return [
-        name
-        for name, text in render_files().items()
-        if not (root / name).is_file() or (root / name).read_text() != text
-    ]
+    return (
+        header + "{{- if .Values.crds.enabled }}\n---\n" + "---\n".join(documents) + "{{- end }}\n"
+    )
