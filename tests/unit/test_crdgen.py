@@ -8,7 +8,7 @@ import pytest
 from pydantic import Field
 
 from kubetune import cli
-from kubetune.api import crdgen
+from kubetune.api import apidocs, crdgen, generated
 from kubetune.api.finetunejob import FineTuneJobSpec
 from kubetune.api.kinds import FINETUNEJOB, KINDS
 from tests.kube import ROOT
@@ -75,10 +75,12 @@ def test_check_fails_after_a_field_is_added(tmp_path: Path, monkeypatch, capsys)
         new_knob: int | None = Field(default=None, description="A field added to the model.")
 
     extended = dataclasses.replace(FINETUNEJOB, spec=ExtendedSpec)
-    monkeypatch.setattr(crdgen, "KINDS", (extended, *KINDS[1:]))
+    for module in (crdgen, generated, apidocs):
+        monkeypatch.setattr(module, "KINDS", (extended, *KINDS[1:]))
     capsys.readouterr()
     assert cli.main(["crds", "--check", "--root", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "crds/finetunejobs.kubetune.io.yaml is out of date" in err
     assert "templates/crds.yaml is out of date" in err
+    assert "docs/api-reference.md is out of date" in err
     assert "finetunedmodels" not in err
