@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
             http_host=args.http_host,
             http_port=args.http_port,
             peering=args.peering,
+            priority=args.priority,
             log_format=LogFormat(args.log_format),
             verbose=args.verbose,
         )
@@ -146,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--peering",
         default=os.environ.get("KUBETUNE_PEERING") or None,
         help="Kopf peering name, for several replicas (default: standalone)",
+    )
+    run.add_argument(
+        "--priority",
+        type=int,
+        # Distinct per process, so that replicas never tie (tied Kopf peers all pause).
+        default=int(os.environ.get("KUBETUNE_PRIORITY", "0")) or secrets.randbelow(1_000_000) + 1,
+        help="peering priority; the highest acts, the others stand by (default: random)",
     )
     run.add_argument(
         "--log-format",

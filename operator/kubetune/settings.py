@@ -36,6 +36,10 @@ class RunOptions:
     """Port of /healthz, /metrics and the trainers' progress endpoint."""
     peering: str | None = None
     """Kopf peering name for several replicas; None runs standalone."""
+    priority: int = 0
+    """Peering priority: the highest-priority replica acts, the others stand by."""
+    peering_lifetime: int = 15
+    """Seconds a silent replica is still trusted; a standby takes over after this."""
     log_format: LogFormat = LogFormat.TEXT
     verbose: bool = False
     local: LocalSettings = field(default_factory=LocalSettings)

@@ -118,6 +118,9 @@ def test_every_option_renders(helm):
     assert container["image"] == "registry.example.com/kubetune-operator:0.1.0"
     assert "--gpu-resource=amd.com/gpu" in container["args"]
     assert "--default-output-pvc=kubetune-models" in container["args"]
+    assert "--peering=kt-operator" in container["args"]
+    assert ("CustomResourceDefinition", "kopfpeerings.kopf.dev") in objects
+    assert "strategy" not in objects[("Deployment", "kt-operator")]["spec"]
     assert pod["metadata"]["labels"]["team"] == "ml-platform"
     assert pod["spec"]["imagePullSecrets"] == [{"name": "registry-credentials"}]
     assert objects[("ServiceAccount", "kubetune")]["metadata"]["annotations"]

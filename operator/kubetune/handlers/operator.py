@@ -12,11 +12,25 @@ from kubetune.api.common import GROUP
 from kubetune.handlers import finetunedmodel, finetunejob, modeldeployment
 from kubetune.handlers.status import StatusWriter
 from kubetune.httpserver import start_server
-from kubetune.k8s import Kube
+from kubetune.k8s import Kube, path
 from kubetune.reports import ReportSink
 from kubetune.settings import LogFormat, RunOptions
 
 log = logging.getLogger(__name__)
+
+
+async def ensure_peering(kube: Kube, name: str, namespaces: tuple[str, ...]) -> None:
+    """Create the Kopf peering object(s) replicas meet in; Kopf only updates existing ones,
+    and replicas that cannot see each other would all act."""
+    body = {"apiVersion": "kopf.dev/v1", "metadata": {"name": name}}
+    if not namespaces:
+        await kube.create(
+            path("kopf.dev/v1", "clusterkopfpeerings"), {**body, "kind": "ClusterKopfPeering"}
+        )
+    for namespace in namespaces:
+        await kube.create(
+            path("kopf.dev/v1", "kopfpeerings", namespace), {**body, "kind": "KopfPeering"}
+        )
 
 
 def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
@@ -40,7 +54,13 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
             prefix=GROUP, key="last-handled-configuration"
         )
         settings.posting.level = logging.INFO
+        if options.peering:
+            # Refuse to run unpeered by mistake, and let a standby take over quickly.
+            settings.peering.mandatory = True
+            settings.peering.lifetime = options.peering_lifetime
         memo.kube = await Kube.connect()
+        if options.peering:
+            await ensure_peering(memo.kube, options.peering, options.namespaces)
         memo.status = StatusWriter(memo.kube)
         memo.phases = {}
         memo.http = await start_server(options.http_host, options.http_port, ReportSink(memo.kube))
@@ -69,6 +89,7 @@ def run(options: RunOptions) -> None:
             registry=build_registry(options),
             standalone=options.peering is None,
             peering_name=options.peering,
+            priority=options.priority,
             clusterwide=not options.namespaces,
             namespaces=list(options.namespaces),
         )

@@ -1,0 +1,93 @@
+"""Several replicas: only the highest-priority operator acts; when it dies, a standby
+takes over within 30 s and no FineTuneJob gets a second training Job."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.factories import make_finetunejob
+from tests.kube import ROOT, OperatorProcess, apply, get, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def peering_crds(cluster, binaries):
+    rendered = subprocess.run(
+        [
+            str(binaries["helm"]),
+            "template",
+            "kt",
+            str(ROOT / "charts" / "kubetune"),
+            "--set",
+            "replicas=2",
+            "--show-only",
+            "templates/peering.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    cluster.kubectl("apply", "-f", "-", input=rendered)
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/kopfpeerings.kopf.dev",
+        "crd/clusterkopfpeerings.kopf.dev",
+    )
+
+
+def job_created_events(cluster, namespace) -> list[str]:
+    return [
+        e["involvedObject"]["name"]
+        for e in get(cluster, "events", "-n", namespace)["items"]
+        if e["reason"] == "JobCreated"
+    ]
+
+
+def test_one_replica_acts_and_a_standby_takes_over(
+    cluster, namespace, peering_crds, training_data, output_pvc, tmp_path
+):
+    def replica(name: str, priority: int) -> OperatorProcess:
+        return OperatorProcess(
+            cluster,
+            tmp_path / f"{name}.log",
+            ("--namespace", namespace, "--peering", "kubetune", "--priority", str(priority)),
+        )
+
+    active, standby = replica("active", 200), replica("standby", 100)
+    active.start()
+    standby.start()
+    try:
+        # Both start paused until the peering settles; only the higher priority resumes.
+        wait_for("the active replica to resume", lambda: "Resuming operations" in active.log())
+        for name in ("a", "b", "c"):
+            apply(cluster, make_finetunejob(name), namespace)
+        wait_for("three Jobs", lambda: len(get(cluster, "jobs", "-n", namespace)["items"]) == 3)
+        assert "kind=FineTuneJob" in active.log()
+        assert "kind=FineTuneJob" not in standby.log()
+        assert "Resuming operations" not in standby.log()
+
+        active.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        apply(cluster, make_finetunejob("after"), namespace)
+        wait_for(
+            "the standby to create the new Job",
+            lambda: get(cluster, "job", "after", "-n", namespace),
+            timeout=45,
+        )
+        takeover = time.monotonic() - killed
+        assert takeover < 30, f"takeover took {takeover:.1f}s"
+        assert "Resuming operations" in standby.log()
+    finally:
+        standby.stop()
+        active.stop()
+    names = sorted(j["metadata"]["name"] for j in get(cluster, "jobs", "-n", namespace)["items"])
+    assert names == ["a", "after", "b", "c"]
+    created = job_created_events(cluster, namespace)
+    assert sorted(created) == names, created
