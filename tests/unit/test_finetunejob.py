@@ -328,14 +328,22 @@ def test_failed_pod_then_running_pod_is_retrying():
     )
 
 
-def test_failed_pod_then_unschedulable_pod_is_queued_and_retrying():
+def test_failed_pod_then_unschedulable_pod_stays_running_while_retrying():
+    """Once training ran, the phase never goes back: the retry's wait is in the message."""
     pods = [failed_pod("xbox-aaaaa", created=T0), unschedulable_pod("xbox-bbbbb", created=T1)]
     seen = observe_training(make_job(active=1, failed=1), pods)
-    assert (seen.phase, seen.message) == (
-        Phase.QUEUED,
+    assert (seen.phase, seen.reason, seen.message) == (
+        Phase.RUNNING,
+        "Retrying",
         f"Waiting for a node: {UNSCHEDULABLE} "
         "(retrying after pod xbox-aaaaa exited with code 137 (OOMKilled))",
     )
+
+
+def test_finished_pod_before_the_job_completes_stays_running():
+    pods = [make_pod("xbox-aaaaa", "Succeeded", created=T0, started=T1)]
+    seen = observe_training(make_job(active=0, succeeded=1), pods)
+    assert seen == Observed(Phase.RUNNING, "Finishing", "Training finished; completing.", T1)
 
 
 DELETING_RUNNING = make_pod(
@@ -348,17 +356,17 @@ DELETING_RUNNING = make_pod(
     [
         pytest.param(
             [DELETING_RUNNING],
-            Observed(Phase.PENDING, "Starting", "Waiting for the training pod."),
+            Observed(Phase.RUNNING, "Retrying", "Waiting for the training pod.", T1),
             id="only-a-deleting-pod",
         ),
         pytest.param(
             [DELETING_RUNNING, make_pod("xbox-bbbbb", "Pending", created=T0)],
-            Observed(Phase.PENDING, "Starting", "Pod xbox-bbbbb is starting."),
+            Observed(Phase.RUNNING, "Retrying", "Pod xbox-bbbbb is starting.", T1),
             id="deleting-pod-skipped-for-older-pod",
         ),
         pytest.param(
             [DELETING_RUNNING, unschedulable_pod("xbox-bbbbb", created=T0)],
-            Observed(Phase.QUEUED, "Unschedulable", f"Waiting for a node: {UNSCHEDULABLE}", T1),
+            Observed(Phase.RUNNING, "Retrying", f"Waiting for a node: {UNSCHEDULABLE}", T1),
             id="deleting-pod-skipped-for-queued-pod",
         ),
     ],
@@ -508,12 +516,14 @@ def test_each_phase_has_its_condition(seen: Observed, want_type: str):
 
 
 def test_pending_has_no_condition_and_flips_others_false():
-    old = FineTuneJobStatus(phase=Phase.RUNNING, conditions=[cond("Running", "True", "Training")])
+    old = FineTuneJobStatus(
+        phase=Phase.SUSPENDED, conditions=[cond("Suspended", "True", "Suspended")]
+    )
     seen = Observed(Phase.PENDING, "Starting", "Waiting for the training pod.")
     new = next_status(old, seen, generation=1, now=T1)
     assert new.phase is Phase.PENDING
     assert [(c.type, c.status, c.reason, c.last_transition_time) for c in new.conditions] == [
-        ("Running", ConditionStatus.FALSE, "NowPending", T1)
+        ("Suspended", ConditionStatus.FALSE, "NowPending", T1)
     ]
 
 
@@ -646,3 +656,26 @@ def test_merge_report(
     phase: FineTuneJobPhase, progress: Progress | None, metrics: Metrics | None, want: dict
 ):
     assert merge_report(FineTuneJobStatus(phase=phase), progress, metrics) == want
+
+
+@pytest.mark.parametrize(
+    ("old", "seen", "want"),
+    [
+        pytest.param(Phase.QUEUED, Phase.PENDING, Phase.QUEUED, id="queued-then-starting"),
+        pytest.param(Phase.RUNNING, Phase.PENDING, Phase.RUNNING, id="running-then-pending"),
+        pytest.param(Phase.RUNNING, Phase.QUEUED, Phase.RUNNING, id="running-then-queued"),
+        pytest.param(Phase.PENDING, Phase.QUEUED, Phase.QUEUED, id="forward"),
+        pytest.param(Phase.SUSPENDED, Phase.PENDING, Phase.PENDING, id="resumed"),
+    ],
+)
+def test_lifecycle_phases_never_go_back(old, seen, want):
+    new = next_status(
+        FineTuneJobStatus(phase=old),
+        Observed(seen, "Starting", "Pod xbox-aaaaa is starting."),
+        generation=1,
+        now=T0,
+    )
+    assert new.phase is want
+    if want is not Phase.PENDING:  # the kept phase's condition tells what happens now
+        (current,) = [c for c in new.conditions if c.type == want]
+        assert (current.status, current.message) == ("True", "Pod xbox-aaaaa is starting.")

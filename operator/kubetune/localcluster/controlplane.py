@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubetune.localcluster.nodes import build_fake_nodes
-from kubetune.localcluster.pki import Pki, make_pki, write_kubeconfig
+from kubetune.localcluster.pki import Pki, make_pki, pki_in, write_kubeconfig
 
 Log = Callable[[str], None]
 
@@ -323,6 +323,23 @@ def _start_components(
         60,
         cp,
     )
+
+
+def restart(cp: ControlPlane, name: str, *, timeout: float = 120) -> None:
+    """Stop one component and start it again with the same command line (tests use it
+    to restart the API server under a running operator)."""
+    proc = cp.procs[name]
+    argv = [str(a) for a in proc.args]  # type: ignore[union-attr]
+    os.killpg(proc.pid, signal.SIGTERM)
+    if not _exited(proc.pid, proc, timeout):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _spawn(cp, name, argv)
+    if name == "kube-apiserver":
+        ctx = _ssl_context(pki_in(cp.workdir / "pki"))
+        _wait(
+            "kube-apiserver /readyz", lambda: _get(f"{cp.server}/readyz", ctx) == 200, timeout, cp
+        )
 
 
 def _exited(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:

@@ -101,10 +101,9 @@ def _write_cert(cert: x509.Certificate, path: Path) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def make_pki(directory: Path) -> Pki:
-    """Create every key and certificate the control plane needs in a directory."""
-    directory.mkdir(parents=True, exist_ok=True)
-    pki = Pki(
+def pki_in(directory: Path) -> Pki:
+    """Where make_pki() puts each file."""
+    return Pki(
         ca_cert=directory / "ca.crt",
         server_cert=directory / "apiserver.crt",
         server_key=directory / "apiserver.key",
@@ -113,6 +112,12 @@ def make_pki(directory: Path) -> Pki:
         sa_key=directory / "sa.key",
         sa_pub=directory / "sa.pub",
     )
+
+
+def make_pki(directory: Path) -> Pki:
+    """Create every key and certificate the control plane needs in a directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pki = pki_in(directory)
     ca_key = _key()
     ca_cert = _issue(_name("kubetune-local-ca"), ca_key, None)
     _write_cert(ca_cert, pki.ca_cert)

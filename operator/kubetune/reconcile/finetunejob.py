@@ -11,7 +11,7 @@ scheduler's reason while Queued, the pod's termination reason when Failed) — n
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,8 @@ Phase = FineTuneJobPhase
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
 # Phases that have a condition of the same name.
 PHASE_CONDITIONS = (Phase.QUEUED, Phase.RUNNING, Phase.SUSPENDED, Phase.SUCCEEDED, Phase.FAILED)
+# The phases of a run before it ends, in the only order they may follow each other.
+LIFECYCLE = (Phase.PENDING, Phase.QUEUED, Phase.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,21 @@ def observe_training(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, 
     if (job.get("spec") or {}).get("suspend") or _condition(job, "Suspended"):
         return Observed(Phase.SUSPENDED, "Suspended", "The training Job is suspended.", started)
     retry = f" (retrying after {_describe_exit(failed_pods[0])})" if failed_pods else ""
+    seen = _waiting_or_running(newest, retry, started)
+    if started is not None and seen.phase in (Phase.PENDING, Phase.QUEUED):
+        # Training has run: the phase stays Running (it never goes back) while a retry
+        # pod waits or a finished pod waits for the Job to complete; the message says so.
+        finished = any((p.get("status") or {}).get("phase") == "Succeeded" for p in newest)
+        if finished and not failed_pods:
+            return Observed(Phase.RUNNING, "Finishing", "Training finished; completing.", started)
+        return Observed(Phase.RUNNING, "Retrying", seen.message, started)
+    return seen
+
+
+def _waiting_or_running(
+    newest: Sequence[Mapping[str, Any]], retry: str, started: datetime | None
+) -> Observed:
+    """The phase the newest live pod is in: Running, Queued (unschedulable) or Pending."""
     for pod in newest:
         pod_status = pod.get("status") or {}
         if pod_status.get("phase") not in ("Pending", "Running") or pod["metadata"].get(
@@ -134,9 +151,14 @@ def observe_training(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, 
 def next_status(
     old: FineTuneJobStatus, seen: Observed, *, generation: int, now: datetime
 ) -> FineTuneJobStatus:
-    """Fold an observation into the status. Terminal phases never change."""
+    """Fold an observation into the status. Terminal phases never change, and the
+    lifecycle Pending → Queued → Running never goes back: a queued job whose pod got a
+    node and is starting stays Queued (its condition says it is starting)."""
     if old.phase in TERMINAL:
         return old
+    if old.phase in LIFECYCLE and seen.phase in LIFECYCLE:
+        if LIFECYCLE.index(seen.phase) < LIFECYCLE.index(old.phase):
+            seen = replace(seen, phase=old.phase)
     conditions = old.conditions
     for phase in PHASE_CONDITIONS:
         if phase == seen.phase:
