@@ -1,5 +1,6 @@
 # The two quick-start commands (`make dev`, `make test`) do all the set-up on a
-# fresh machine: the virtual environment in .venv and the control-plane binaries,
+# fresh machine: the virtual environment in .venv (with the [train] extra: torch,
+# transformers, peft, from pip's cache after the first time) and the control-plane binaries,
 # built from pinned Go modules into ~/.cache/kubetune (minutes, once).
 
 PYTHON ?= python3
@@ -7,12 +8,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: dev dev-status dev-down test lint typecheck unit binaries crds clean
+.PHONY: dev dev-status dev-down test lint typecheck unit binaries crds lock clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 binaries:
@@ -36,6 +37,10 @@ typecheck: $(STAMP)
 
 crds: $(STAMP)
 	$(BIN)/kubetune crds
+
+# The constraints files the Dockerfile installs with (after a dependency change).
+lock: $(STAMP)
+	$(BIN)/python -m tests.lockfiles
 
 # Unit tests only: no control plane, seconds.
 unit: $(STAMP)
