@@ -140,3 +140,22 @@ def report(
             return response.status, json.loads(response.read())["message"]
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())["message"]
+
+
+def finish_running_pods(cluster: ControlPlane, namespace: str, finished: set[str]) -> None:
+    """What a successful trainer does: end each running training pod with exit code 0
+    (once; `finished` remembers which). Quietly does nothing while the API server is away."""
+    listed = cluster.kubectl(
+        "get", "pods", "-n", namespace, "-l", "kubetune.io/finetunejob", "-o", "json", check=False
+    )
+    if listed.returncode != 0:
+        return
+    for pod in json.loads(listed.stdout)["items"]:
+        name = pod["metadata"]["name"]
+        if pod["status"].get("phase") != "Running" or name in finished:
+            continue
+        done = cluster.kubectl(
+            "annotate", "pod", name, "-n", namespace, "kwok.kubetune.io/exit-code=0", check=False
+        )
+        if done.returncode == 0:
+            finished.add(name)

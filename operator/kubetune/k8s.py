@@ -9,9 +9,12 @@ is None. Reconcile logic never sees an ApiException other than real failures.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -20,6 +23,20 @@ from kubetune.errors import BackendRejected
 
 Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
+TRANSIENT = frozenset({429, 500, 502, 503, 504})
+RETRIES = 6
+BACKOFF = 0.2
+BACKOFF_CAP = 5.0
+
+log = logging.getLogger(__name__)
+
+
+def _retry_after(e: ApiException) -> float | None:
+    try:
+        headers: Any = e.headers or {}
+        return min(BACKOFF_CAP, float(headers.get("Retry-After", "")))
+    except ValueError:
+        return None
 
 
 def _message(e: ApiException) -> str:
@@ -76,6 +93,29 @@ class Kube:
         *,
         content_type: str = "application/json",
     ) -> Obj:
+        """One API call. Throttling (429), server errors (5xx) and dropped connections
+        are retried with backoff, honouring Retry-After, as client-go does: every call
+        here is safe to repeat (reads, merge patches, creates that treat 409 as done)."""
+        for attempt in range(RETRIES + 1):
+            try:
+                return await self._request_once(method, url, body, content_type)
+            except ApiException as e:
+                if e.status not in TRANSIENT or attempt == RETRIES:
+                    raise
+                delay = _retry_after(e) or min(BACKOFF_CAP, BACKOFF * 2**attempt)
+            except aiohttp.ClientConnectionError:
+                if attempt == RETRIES:
+                    raise
+                delay = min(BACKOFF_CAP, BACKOFF * 2**attempt)
+            log.info(
+                "retry method=%s url=%s attempt=%d delay=%.1f", method, url, attempt + 1, delay
+            )
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _request_once(
+        self, method: str, url: str, body: Obj | None, content_type: str
+    ) -> Obj:
         response = await self.api.call_api(
             url,
             method,
@@ -91,6 +131,7 @@ class Kube:
         if response.status >= 400:
             error = ApiException(status=response.status, reason=response.reason)
             error.body = raw.decode(errors="replace")
+            error.headers = response.headers
             raise error
         data: Obj = json.loads(raw)
         return data

@@ -14,10 +14,9 @@ from collections import defaultdict
 
 import pytest
 
-from kubetune.backends.local.manifests import FINETUNEJOB_LABEL
 from kubetune.localcluster import controlplane
 from tests.factories import make_finetunejob
-from tests.kube import get, wait_for
+from tests.kube import finish_running_pods, get, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -77,30 +76,10 @@ class PhaseRecorder(threading.Thread):
             seen.append(phase)
 
 
-def finish_running_pods(cluster, namespace: str, stop: threading.Event) -> None:
-    """What a successful trainer would do: end every running training pod with exit 0."""
+def keep_finishing(cluster, namespace: str, stop: threading.Event) -> None:
     finished: set[str] = set()
     while not stop.is_set():
-        listed = cluster.kubectl(
-            "get", "pods", "-n", namespace, "-l", FINETUNEJOB_LABEL, "-o", "json", check=False
-        )
-        if listed.returncode != 0:  # the API server is restarting
-            time.sleep(1)
-            continue
-        for pod in json.loads(listed.stdout)["items"]:
-            name = pod["metadata"]["name"]
-            if pod["status"].get("phase") == "Running" and name not in finished:
-                done = cluster.kubectl(
-                    "annotate",
-                    "pod",
-                    name,
-                    "-n",
-                    namespace,
-                    "kwok.kubetune.io/exit-code=0",
-                    check=False,
-                )
-                if done.returncode == 0:
-                    finished.add(name)
+        finish_running_pods(cluster, namespace, finished)
         time.sleep(1)
 
 
@@ -116,7 +95,7 @@ def test_chaos(cluster, namespace, operator, training_data, output_pvc):
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(jobs))
     stop = threading.Event()
     completer = threading.Thread(
-        target=finish_running_pods, args=(cluster, namespace, stop), daemon=True
+        target=keep_finishing, args=(cluster, namespace, stop), daemon=True
     )
     completer.start()
     try:
