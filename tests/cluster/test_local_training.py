@@ -120,7 +120,7 @@ def test_job_runs_to_succeeded_with_progress_and_a_model(
     assert spec["backoffLimit"] == 3
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0]["action"] == "FailJob"
-    assert rules[0]["onExitCodes"]["values"] == [BAD_INPUT_EXIT_CODE]
+    assert rules[0]["onExitCodes"]["values"] == [BAD_INPUT_EXIT_CODE, 78]
     assert rules[1] == {
         "action": "Ignore",
         "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],

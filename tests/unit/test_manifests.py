@@ -26,6 +26,7 @@ from kubetune.backends.local.manifests import (
 from kubetune.datavalidation import BAD_INPUT_EXIT_CODE
 from kubetune.errors import InvalidSpec
 from kubetune.settings import LocalSettings
+from kubetune.trainer.errors import UNSUPPORTED_EXIT_CODE
 
 SETTINGS = LocalSettings()
 NS = "team-a"
@@ -567,7 +568,7 @@ def test_pod_failure_policy():
                 "onExitCodes": {
                     "containerName": "trainer",
                     "operator": "In",
-                    "values": [BAD_INPUT_EXIT_CODE],
+                    "values": [BAD_INPUT_EXIT_CODE, UNSUPPORTED_EXIT_CODE],
                 },
             },
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},

@@ -19,11 +19,17 @@ from kubetune.api.common import ConditionStatus
 from kubetune.api.finetunejob import FineTuneJobPhase, FineTuneJobStatus, Metrics, Progress
 from kubetune.conditions import find_condition, set_condition
 from kubetune.datavalidation import BAD_INPUT_EXIT_CODE
+from kubetune.trainer.errors import UNSUPPORTED_EXIT_CODE
 
 Phase = FineTuneJobPhase
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
 # Phases that have a condition of the same name.
 PHASE_CONDITIONS = (Phase.QUEUED, Phase.RUNNING, Phase.SUSPENDED, Phase.SUCCEEDED, Phase.FAILED)
+# The trainer's exit codes that fail a job without retry, as condition reasons.
+NOT_RETRIED: dict[int, str] = {
+    BAD_INPUT_EXIT_CODE: "InvalidInput",
+    UNSUPPORTED_EXIT_CODE: "Unsupported",
+}
 # The phases of a run before it ends, in the only order they may follow each other.
 LIFECYCLE = (Phase.PENDING, Phase.QUEUED, Phase.RUNNING)
 
@@ -96,8 +102,8 @@ def observe_training(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, 
         last_exit = _describe_exit(failed_pods[0]) if failed_pods else ""
         term = _terminated(failed_pods[0]) if failed_pods else None
         reason = failed.get("reason") or "Failed"
-        if reason == "PodFailurePolicy" and term and term.get("exitCode") == BAD_INPUT_EXIT_CODE:
-            reason = "InvalidInput"
+        if reason == "PodFailurePolicy" and term:
+            reason = NOT_RETRIED.get(int(term.get("exitCode") or 0), str(reason))
         message = "; ".join(m for m in (failed.get("message"), last_exit) if m)
         return Observed(
             Phase.FAILED, reason, message, started, _time(failed.get("lastTransitionTime"))
@@ -156,9 +162,12 @@ def next_status(
     node and is starting stays Queued (its condition says it is starting)."""
     if old.phase in TERMINAL:
         return old
-    if old.phase in LIFECYCLE and seen.phase in LIFECYCLE:
-        if LIFECYCLE.index(seen.phase) < LIFECYCLE.index(old.phase):
-            seen = replace(seen, phase=old.phase)
+    if (
+        old.phase in LIFECYCLE
+        and seen.phase in LIFECYCLE
+        and LIFECYCLE.index(seen.phase) < LIFECYCLE.index(old.phase)
+    ):
+        seen = replace(seen, phase=old.phase)
     conditions = old.conditions
     for phase in PHASE_CONDITIONS:
         if phase == seen.phase:

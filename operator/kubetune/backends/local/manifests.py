@@ -23,6 +23,7 @@ from kubetune.api.trainerconfig import TrainerConfig
 from kubetune.datavalidation import BAD_INPUT_EXIT_CODE
 from kubetune.errors import InvalidSpec
 from kubetune.settings import LocalSettings
+from kubetune.trainer.errors import UNSUPPORTED_EXIT_CODE
 
 Manifest = dict[str, Any]
 
@@ -280,8 +281,9 @@ def build_training_job(
         pod_spec["priorityClassName"] = spec.priority_class_name
     job_spec: Manifest = {
         "backoffLimit": spec.backoff_limit,
-        # Bad input fails the job at once; a disruption (eviction, preemption,
-        # node drain) is not the trainer's fault and does not use up a retry.
+        # Bad input or a job that cannot run as configured fails at once (a retry
+        # would fail the same way); a disruption (eviction, preemption, node drain)
+        # is not the trainer's fault and does not use up a retry.
         "podFailurePolicy": {
             "rules": [
                 {
@@ -289,7 +291,7 @@ def build_training_job(
                     "onExitCodes": {
                         "containerName": TRAINER_CONTAINER,
                         "operator": "In",
-                        "values": [BAD_INPUT_EXIT_CODE],
+                        "values": [BAD_INPUT_EXIT_CODE, UNSUPPORTED_EXIT_CODE],
                     },
                 },
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
