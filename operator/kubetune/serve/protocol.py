@@ -223,16 +223,23 @@ def usage(completion: Completion) -> dict[str, int]:
     }
 
 
+def _envelope(kind: str, id: str, created: int, model: str) -> dict[str, object]:
+    """The fields every completion body and stream chunk starts with."""
+    return {
+        "id": id,
+        "object": kind,
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+    }
+
+
 def build_completion(
     *, id: str, created: int, model: str, completion: Completion
 ) -> dict[str, object]:
     """The body of a non-streamed `chat.completion`."""
     return {
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
+        **_envelope("chat.completion", id, created, model),
         "choices": [
             {
                 "index": 0,
@@ -255,11 +262,7 @@ def build_chunk(
 ) -> dict[str, object]:
     """One `chat.completion.chunk` of a stream."""
     return {
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
+        **_envelope("chat.completion.chunk", id, created, model),
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
     }
 
@@ -269,11 +272,7 @@ def build_usage_chunk(
 ) -> dict[str, object]:
     """The last chunk when `stream_options.include_usage` is set: no choices, usage."""
     return {
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
+        **_envelope("chat.completion.chunk", id, created, model),
         "choices": [],
         "usage": usage(completion),
     }
