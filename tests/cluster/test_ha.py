@@ -89,5 +89,9 @@ def test_one_replica_acts_and_a_standby_takes_over(
         active.stop()
     names = sorted(j["metadata"]["name"] for j in get(cluster, "jobs", "-n", namespace)["items"])
     assert names == ["a", "after", "b", "c"]
+    # No FineTuneJob got a second Job: no JobCreated twice. (An Event the killed replica
+    # had queued may be lost with it: Events are best-effort, Jobs are the record.)
     created = job_created_events(cluster, namespace)
-    assert sorted(created) == names, created
+    assert len(created) == len(set(created)), created
+    assert set(created) <= set(names)
+    assert "after" in created
