@@ -35,7 +35,7 @@ ENV PATH=/opt/kubetune/bin:$PATH
 WORKDIR /app
 COPY pyproject.toml README.md constraints-trainer.txt ./
 COPY operator/ operator/
-RUN pip install --constraint constraints-trainer.txt '.[train]'
+RUN pip install --constraint constraints-trainer.txt '.[qlora]'
 USER 65532:65532
 ENTRYPOINT ["python", "-m"]
 CMD ["kubetune.trainer", "--help"]

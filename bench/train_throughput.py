@@ -3,17 +3,29 @@
     .venv/bin/python bench/train_throughput.py [--examples 200] [--epochs 2] [--batch 8]
     .venv/bin/python bench/train_throughput.py --phi3-mini --batch 4   # on an NVIDIA GPU
 
-Same model, data, batch size and hyper-parameters for all three (LoRA r=8, alpha 16 --
-r=16, alpha 32 with --phi3-mini -- dropout 0.05 on qkv/o/gate_up/down, i.e. every linear
-layer but the output head, lr 2e-4 with linear decay and no warm-up, AdamW without weight
-decay, gradient clipping at 1.0, seed 0):
+Same model, data, batch size, number of optimizer steps, tokens and hyper-parameters for
+all (LoRA r=8, alpha 16 -- r=16, alpha 32 with --phi3-mini -- dropout 0.05 on
+qkv/o/gate_up/down, i.e. every linear layer but the output head, lr 2e-4 with linear
+decay and no warm-up, AdamW without weight decay, gradient clipping at 1.0, seed 0) and
+the same precision (fp32 on the CPU, bf16 on a GPU). Everything else is each trainer's
+default:
 
 - ours: `kubetune.trainer` (assistant-only loss, length-grouped batches, logits only on
-  the assistant positions), run through `run.prepare` + `run.run_training` without the
-  evaluations;
+  the assistant positions, cheaper dropout masks on the CPU), run through `run.prepare`
+  + `run.run_training` without the evaluations;
 - hf: `transformers.Trainer` on a peft model, dynamic padding to the longest sequence of
   each batch (`DataCollatorForLanguageModeling`), loss on all tokens: the common recipe;
-- trl: `trl.SFTTrainer` with `assistant_only_loss=True`, no packing (what most users pick).
+- trl: `trl.SFTTrainer` on the chats (`messages`) with `assistant_only_loss=True`, what
+  most users pick: no packing, no padding-free batches, and TRL's own defaults, which
+  include gradient checkpointing and (since TRL 1.x) a chunked LM head that never builds
+  the full logits. Two departures from SFTConfig's defaults, both to compare like with
+  like: bf16 only on a GPU (SFTConfig defaults to bf16 on the CPU too), and
+  `max_length=None` (its 1024 would cut --phi3-mini's chats; nothing is cut for ours);
+- trl_nogc: the same with `gradient_checkpointing=False`, TRL's fastest non-packed
+  setting, reported for reference (not in the `ratios:` line).
+
+The tokenization of every trainer (ours in `prepare`, TRL's in `SFTTrainer()`) happens
+before the timed region.
 
 Each variant runs in its own process (peak memory is per process: RSS on the CPU,
 allocated CUDA memory on a GPU). Throughput is non-padding tokens trained per second of
@@ -23,7 +35,8 @@ loading the model and its two per-epoch checkpoints), "tok/cpu-s" the tokens per
 second of this process over that call, a figure that other work on a shared machine
 disturbs less than wall time. Held-out loss is the assistant-token
 loss of the final model on the same 20 held-out chats, measured the same way for all.
-The last line is `ratios: vs_hf=<ours/hf> vs_trl=<ours/trl>`. Needs `pip install trl`
+The line before last gives ours/trl_nogc, the last line is
+`ratios: vs_hf=<ours/hf> vs_trl=<ours/trl>`. Needs `pip install trl`
 besides the train extra; nothing is downloaded (the model is `build_tiny_model`, or
 random weights from Phi-3-mini's configuration with `--phi3-mini`).
 """
@@ -45,7 +58,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 LR = 2e-4
-VARIANTS = ("ours", "hf", "trl")
+VARIANTS = ("ours", "hf", "trl", "trl_nogc")
 
 
 def main() -> int:
@@ -161,7 +174,12 @@ def run_variant(variant: str, workdir: Path, args: argparse.Namespace) -> dict[s
     ]
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    runner = {"ours": train_ours, "hf": train_hf, "trl": train_trl}[variant]
+    runner = {
+        "ours": train_ours,
+        "hf": train_hf,
+        "trl": train_trl,
+        "trl_nogc": train_trl_no_checkpointing,
+    }[variant]
     model, tokens, seconds = runner(workdir, train_messages, tokenizer, epochs, batch)
     loss = held_out_loss(model, held_out, tokenizer.pad_token_id, batch)
     if torch.cuda.is_available():
@@ -245,7 +263,7 @@ def train_hf(
     workdir: Path, messages: list[Any], tokenizer: Any, epochs: int, batch: int
 ) -> tuple[Any, int, float]:
     from datasets import Dataset
-    from transformers import DataCollatorForLanguageModeling, Trainer
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     model = load_peft_model(workdir)
     ids = [tokenizer.apply_chat_template(m, tokenize=True)["input_ids"] for m in messages]
@@ -253,7 +271,7 @@ def train_hf(
     timer = LoopTimer()
     trainer = Trainer(
         model=model,
-        args=training_args(workdir / "out-hf", epochs, batch),
+        args=TrainingArguments(**shared_arguments(workdir / "out-hf", epochs, batch)),
         train_dataset=dataset,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         callbacks=[timer],
@@ -266,20 +284,23 @@ def train_hf(
 
 
 def train_trl(
-    workdir: Path, messages: list[Any], tokenizer: Any, epochs: int, batch: int
+    workdir: Path,
+    messages: list[Any],
+    tokenizer: Any,
+    epochs: int,
+    batch: int,
+    *,
+    checkpointing: bool = True,
 ) -> tuple[Any, int, float]:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     model = load_peft_model(workdir)
-    common = training_args(workdir / "out-trl", epochs, batch).to_dict()
-    keep = {k: v for k, v in common.items() if k in SFTConfig.__dataclass_fields__}
     config = SFTConfig(
-        **{**keep, "output_dir": str(workdir / "out-trl")},
+        **shared_arguments(workdir / "out-trl", epochs, batch),
         assistant_only_loss=True,
-        packing=False,
-        max_length=4096,
-        dataset_num_proc=None,
+        gradient_checkpointing=checkpointing,  # True is SFTConfig's default
+        max_length=None,  # the default (1024) would cut --phi3-mini's chats; ours does not
     )
     timer = LoopTimer()
     trainer = SFTTrainer(
@@ -295,6 +316,12 @@ def train_trl(
     CALL_SECONDS.append(time.perf_counter() - started)
     CALL_CPU_SECONDS.append(time.process_time() - cpu)
     return model, tokens, timer.seconds
+
+
+def train_trl_no_checkpointing(
+    workdir: Path, messages: list[Any], tokenizer: Any, epochs: int, batch: int
+) -> tuple[Any, int, float]:
+    return train_trl(workdir, messages, tokenizer, epochs, batch, checkpointing=False)
 
 
 CALL_SECONDS: list[float] = []
@@ -346,29 +373,34 @@ def load_peft_model(workdir: Path) -> Any:
     return get_peft_model(model, lora_config(lora_rank(workdir)))
 
 
-def training_args(output: Path, epochs: int, batch: int) -> Any:
-    import torch
-    from transformers import TrainingArguments
+def shared_arguments(output: Path, epochs: int, batch: int) -> dict[str, Any]:
+    """What the Trainers share with ours; everything else stays at each Trainer's default.
 
-    return TrainingArguments(
-        output_dir=str(output),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch,
-        learning_rate=LR,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        seed=0,
-        logging_steps=10**6,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        bf16=torch.cuda.is_available(),
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
+    Hyper-parameters as ours, the same precision (fp32 on the CPU, where ours has no
+    bf16, bf16 on a GPU: SFTConfig's own default is bf16 everywhere), and no logging,
+    saving or evaluation inside the timed loop.
+    """
+    import torch
+
+    return {
+        "output_dir": str(output),
+        "num_train_epochs": epochs,
+        "per_device_train_batch_size": batch,
+        "learning_rate": LR,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": 0,
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
+        "seed": 0,
+        "logging_steps": 10**6,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "report_to": "none",
+        "bf16": torch.cuda.is_available(),
+        "use_cpu": not torch.cuda.is_available(),
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+    }
 
 
 def held_out_loss(model: Any, examples: list[Any], pad_id: int, batch: int) -> float:
@@ -392,12 +424,12 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         f"runs={args.repeat} (median by tokens/s)"
     )
     print(
-        f"{'variant':<6} {'tokens/s':>9} {'loop s':>7} {'call s':>7} {'tok/cpu-s':>10} "
+        f"{'variant':<8} {'tokens/s':>9} {'loop s':>7} {'call s':>7} {'tok/cpu-s':>10} "
         f"{'peak MB':>8} {'held-out loss':>14}"
     )
     for name, r in results.items():
         print(
-            f"{name:<6} {r['tokens_per_s']:>9.0f} {r['seconds']:>7.2f} {r['call_seconds']:>7.2f} "
+            f"{name:<8} {r['tokens_per_s']:>9.0f} {r['seconds']:>7.2f} {r['call_seconds']:>7.2f} "
             f"{r['tokens_per_cpu_s']:>10.0f} {r['peak_mb']:>8.0f} {r['held_out_loss']:>14.4f}"
         )
     if args.phi3_mini and torch.cuda.is_available():
@@ -410,6 +442,9 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
     ours = results["ours"]["tokens_per_s"]
     vs_hf = ours / results["hf"]["tokens_per_s"]
     vs_trl = ours / results["trl"]["tokens_per_s"]
+    print(
+        f"vs_trl without gradient checkpointing: {ours / results['trl_nogc']['tokens_per_s']:.2f}"
+    )
     print(f"ratios: vs_hf={vs_hf:.2f} vs_trl={vs_trl:.2f}")
 
 

@@ -18,6 +18,7 @@ from kubetune.localcluster.controlplane import ControlPlane
 from kubetune.localcluster.storage import build_static_pv
 from tests.factories import OUTPUT_CLAIM
 from tests.kube import KWOK_STAGES, ROOT, OperatorProcess
+from tests.secretscan import no_leaked_secrets  # noqa: F401  (autouse, for every test)
 
 
 @pytest.fixture(scope="session")

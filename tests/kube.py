@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from kubetune.localcluster.controlplane import ControlPlane, free_port
 from kubetune.localcluster.operatorproc import start_operator
+from tests.secretscan import remember
 
 ROOT = Path(__file__).resolve().parents[1]
 KWOK_STAGES = ROOT / "tests" / "cluster" / "kwok" / "stages.yaml"
@@ -108,8 +109,9 @@ def processes_mentioning(text: str) -> list[int]:
 def pod_token(
     cluster: ControlPlane, namespace: str, pod: dict[str, Any], audience: str = "kubetune"
 ) -> str:
-    """A token exactly like the one the kubelet projects into the training pod."""
-    return cluster.kubectl(
+    """A token exactly like the one the kubelet projects into the training pod
+    (remembered: no status, event or log may show it, see tests/secretscan.py)."""
+    token = cluster.kubectl(
         "create",
         "token",
         pod["spec"].get("serviceAccountName", "default"),
@@ -120,6 +122,8 @@ def pod_token(
         f"--bound-object-name={pod['metadata']['name']}",
         f"--bound-object-uid={pod['metadata']['uid']}",
     ).stdout.strip()
+    remember(token)
+    return token
 
 
 def report(

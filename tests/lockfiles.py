@@ -2,8 +2,8 @@
 `python -m tests.lockfiles` (or `make lock`) after changing dependencies.
 
 constraints-operator.txt pins kubetune[foundry] (the operator image),
-constraints-trainer.txt pins kubetune[train] (the trainer image). Both are resolved
-for this Python on Linux x86-64, like the images' base."""
+constraints-trainer.txt pins kubetune[qlora] (the trainer image: train and bitsandbytes).
+Both are resolved for this Python on Linux x86-64, like the images' base."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCKS = {"constraints-operator.txt": "foundry", "constraints-trainer.txt": "train"}
+LOCKS = {"constraints-operator.txt": "foundry", "constraints-trainer.txt": "qlora"}
 
 
 def resolve(extra: str) -> list[tuple[str, str]]:

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kubetune.settings import LocalSettings
+from kubetune.settings import FoundrySettings, LocalSettings
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -48,6 +48,12 @@ def _run(args: argparse.Namespace) -> int:
                 gpu_resource=args.gpu_resource,
                 progress_url=args.progress_url,
                 default_output_pvc=args.default_output_pvc,
+                reference_timeout=args.reference_timeout,
+            ),
+            foundry=FoundrySettings(
+                poll_interval=args.foundry_poll_interval,
+                max_poll_interval=max(args.foundry_poll_interval, args.foundry_max_poll_interval),
+                endpoint_check_interval=args.foundry_endpoint_check_interval,
             ),
             namespaces=tuple(args.namespace),
             http_host=args.http_host,
@@ -185,6 +191,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--default-output-pvc",
         default=os.environ.get("KUBETUNE_DEFAULT_OUTPUT_PVC") or None,
         help="PVC for adapters of jobs without spec.output",
+    )
+    run.add_argument(
+        "--reference-timeout",
+        type=float,
+        default=float(
+            os.environ.get("KUBETUNE_REFERENCE_TIMEOUT", str(defaults.reference_timeout))
+        ),
+        help="seconds a job waits for a missing dataset ConfigMap before it fails (300)",
+    )
+    foundry = FoundrySettings()
+    run.add_argument(
+        "--foundry-poll-interval",
+        type=float,
+        default=float(os.environ.get("KUBETUNE_FOUNDRY_POLL_INTERVAL", str(foundry.poll_interval))),
+        help="seconds between polls of an Azure job or endpoint at first (30)",
+    )
+    run.add_argument(
+        "--foundry-max-poll-interval",
+        type=float,
+        default=float(
+            os.environ.get("KUBETUNE_FOUNDRY_MAX_POLL_INTERVAL", str(foundry.max_poll_interval))
+        ),
+        help="polls back off while nothing changes, up to this many seconds (300)",
+    )
+    run.add_argument(
+        "--foundry-endpoint-check-interval",
+        type=float,
+        default=float(
+            os.environ.get(
+                "KUBETUNE_FOUNDRY_ENDPOINT_CHECK_INTERVAL", str(foundry.endpoint_check_interval)
+            )
+        ),
+        help="seconds between checks that a Ready serverless endpoint still exists (600)",
     )
     run.set_defaults(func=_run)
 

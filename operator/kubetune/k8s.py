@@ -222,6 +222,9 @@ class Kube:
     async def get_pod(self, namespace: str, name: str) -> Obj | None:
         return await self.get(path("v1", "pods", namespace, name))
 
+    async def get_config_map(self, namespace: str, name: str) -> Obj | None:
+        return await self.get(path("v1", "configmaps", namespace, name))
+
     async def get_namespace(self, name: str) -> Obj | None:
         return await self.get(path("v1", "namespaces", None, name))
 

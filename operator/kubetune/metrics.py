@@ -35,6 +35,12 @@ REPORTS = Counter(
     ["status"],
 )
 
+AZURE_REQUESTS = Counter(
+    "kubetune_azure_requests_total",
+    "HTTP requests to Azure's management and workspace APIs, by operation and status code.",
+    ["operation", "code"],
+)
+
 
 @contextmanager
 def observe_reconcile(kind: str, handler: str) -> Iterator[None]:

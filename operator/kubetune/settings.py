@@ -25,6 +25,22 @@ class LocalSettings:
     """Base URL at which training pods reach the operator's progress endpoint."""
     default_output_pvc: str | None = None
     """PVC that receives adapters of jobs without spec.output; None makes it required."""
+    reference_timeout: float = 300.0
+    """Seconds a job waits for a missing dataset ConfigMap (or key) before it fails."""
+
+
+@dataclass(frozen=True)
+class FoundrySettings:
+    """How the Foundry backend paces its calls to Azure."""
+
+    poll_interval: float = 30.0
+    """Seconds between polls of a running Azure job or a provisioning endpoint at first."""
+    max_poll_interval: float = 300.0
+    """Polls back off (doubling while nothing changes) up to this many seconds."""
+    endpoint_check_interval: float = 600.0
+    """Seconds between checks that a Ready serverless endpoint still exists on Azure."""
+    staging_dir: str = "/tmp/kubetune-foundry"
+    """Where training data is staged for upload (an emptyDir in the chart)."""
 
 
 @dataclass(frozen=True)
@@ -43,3 +59,4 @@ class RunOptions:
     log_format: LogFormat = LogFormat.TEXT
     verbose: bool = False
     local: LocalSettings = field(default_factory=LocalSettings)
+    foundry: FoundrySettings = field(default_factory=FoundrySettings)

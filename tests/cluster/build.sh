@@ -2,12 +2,17 @@
 # Builds the test control plane's binaries from the pinned Go modules beside this
 # script, into a cache outside the clone, and prints the directory that holds them.
 #
-#   tests/cluster/build.sh [MODULE ...]     MODULE: kube etcd kwok helm (default: all)
+#   tests/cluster/build.sh [MODULE ...]     MODULE: kube etcd kwok helm (default)
+#                                           or trainingoperator (the scale benchmark's
+#                                           peer, bench/operator_scale.py; never by default)
 #
 # Each module is built into $KUBETUNE_CACHE/bin/<module>-<key>, where <key> hashes
-# the module's go.mod, go.sum and this script: a binary is rebuilt only when its
-# pins (or the way it is built) change. The last line of stdout is a directory of
-# links to every built binary; progress goes to stderr.
+# the module's go.mod and go.sum, its build_<module> function and the settings
+# every build shares: a binary is rebuilt only when its pins (or the way it is
+# built) change, and adding a module leaves the others' keys alone. Concurrent runs
+# (parallel test sessions) wait for each other per module instead of building the
+# same thing twice. The last line of stdout is a directory of links to every built
+# binary; progress goes to stderr.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,6 +22,10 @@ export GOPATH=${GOPATH:-$(go env GOPATH)}
 
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=(kube etcd kwok helm)
+
+# Part of every module's cache key: the settings every build shares (keep in sync
+# with the exports above).
+shared_key="GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod $(go version)"
 
 log() { printf '[kubetune build] %s\n' "$*" >&2; }
 
@@ -75,8 +84,17 @@ build_helm() {
     -o "$1/helm" helm.sh/helm/v3/cmd/helm)
 }
 
+build_trainingoperator() {
+  local v
+  v=$(module_version "$here/trainingoperator" github.com/kubeflow/training-operator)
+  log "go build training-operator $v"
+  (cd "$here/trainingoperator" && go build -trimpath -buildvcs=false -ldflags "-s -w" \
+    -o "$1/training-operator" .)
+}
+
 module_key() {  # module
-  cat "$here/$1/go.mod" "$here/$1/go.sum" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16
+  { cat "$here/$1/go.mod" "$here/$1/go.sum"; declare -f module_version "build_$1"
+    echo "$shared_key"; } | sha256sum | cut -c1-16
 }
 
 outs=()
@@ -84,6 +102,9 @@ for m in "${modules[@]}"; do
   [ -f "$here/$m/go.mod" ] || { log "unknown module: $m"; exit 2; }
   out="$cache/bin/$m-$(module_key "$m")"
   outs+=("$out")
+  mkdir -p "$cache/bin"
+  exec 9>"$out.lock"
+  flock 9
   if [ -f "$out/.complete" ]; then
     log "$m: cached in $out"
   else
@@ -93,6 +114,7 @@ for m in "${modules[@]}"; do
     touch "$out.tmp/.complete"
     rm -rf "$out" && mv "$out.tmp" "$out"
   fi
+  exec 9>&-
 done
 
 # One directory of links per combination of pins, so checkouts with different

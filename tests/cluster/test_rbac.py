@@ -19,6 +19,7 @@ from tests.factories import make_deployment, make_finetunejob
 from tests.kube import ROOT, OperatorProcess, apply, get, pod_token, report, wait_for
 
 pytestmark = pytest.mark.cluster
+pytest_plugins = ("tests.azurefake.fixtures",)
 
 Rule = dict
 
@@ -140,6 +141,7 @@ def test_operator_works_with_the_charts_clusterrole_only(
         pytest.param(lambda r: r["resources"] == ["jobs"], id="jobs"),
         pytest.param(lambda r: any(x.endswith("/status") for x in r["resources"]), id="status"),
         pytest.param(lambda r: r["resources"] == ["events"], id="events"),
+        pytest.param(lambda r: r["resources"] == ["configmaps"], id="configmaps"),
     ],
 )
 def test_each_rule_is_needed(
@@ -157,3 +159,79 @@ def test_each_rule_is_needed(
     finally:
         op.stop()
     assert "Forbidden" in op.log()
+
+
+def foundry_manifests(fake) -> list[dict]:
+    ws = fake.state.workspace
+    job = {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "xbox"},
+        "spec": {
+            "backend": "foundry",
+            "baseModel": "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/7",
+            "dataset": {
+                "training": {"configMap": {"name": "xbox-support-data", "key": "train.jsonl"}}
+            },
+            "workspace": {
+                "subscriptionId": ws.subscription_id,
+                "resourceGroup": ws.resource_group,
+                "name": ws.name,
+                "credentials": {"secretRef": {"name": "azure-sp"}},
+            },
+        },
+    }
+    deployment = {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "d"},
+        "spec": {"modelRef": {"name": "xbox"}, "backend": "foundry"},
+    }
+    return [job, deployment]
+
+
+@pytest.mark.parametrize("drop_secrets", [False, True], ids=["full-role", "without-secrets"])
+def test_foundry_works_with_the_charts_clusterrole_and_needs_secrets(
+    cluster, namespace, chart_identity, training_data, azure_fake, tmp_path, drop_secrets
+):
+    """A service principal's Secret is read and the endpoint key is written to a Secret."""
+    azure_fake.state.client_secrets["sp-client"] = "sp-secret"
+    cluster.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "azure-sp",
+        "-n",
+        namespace,
+        "--from-literal=AZURE_TENANT_ID=tenant",
+        "--from-literal=AZURE_CLIENT_ID=sp-client",
+        "--from-literal=AZURE_CLIENT_SECRET=sp-secret",
+    )
+    drop = (lambda r: r["resources"] == ["secrets"]) if drop_secrets else (lambda _: False)
+    op = OperatorProcess(
+        cluster,
+        tmp_path / "rbac.log",
+        ("--namespace", namespace, "--foundry-poll-interval=0.3", "--foundry-max-poll-interval=1"),
+        chart_identity(drop),
+    )
+    op.start()
+    try:
+        for manifest in foundry_manifests(azure_fake):
+            assert apply(cluster, manifest, namespace).returncode == 0
+        if drop_secrets:
+            wait_for("a Forbidden secret read", lambda: "Forbidden" in op.log())
+            assert not azure_fake.calls("job.put")
+            return
+        wait_for(
+            "the endpoint Ready",
+            lambda: (
+                (get(cluster, "mdep", "d", "-n", namespace) or {}).get("status", {}).get("phase")
+                == "Ready"
+            ),
+            90,
+        )
+        cluster.kubectl("delete", "-n", namespace, "--wait=false", "ftm/xbox", "mdep/d")
+        wait_for("the model deleted", lambda: get(cluster, "ftm", "xbox", "-n", namespace) is None)
+    finally:
+        op.stop()
+    assert "Forbidden" not in op.log()

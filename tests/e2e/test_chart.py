@@ -129,6 +129,51 @@ def test_every_option_renders(helm):
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
 
 
+def test_readme_install_values_set_the_images(helm):
+    """The README's `helm install` flags."""
+    objects = by_kind(
+        render(
+            helm,
+            "--set",
+            "local.trainerImage=REGISTRY/kubetune-trainer:0.1.0",
+            "--set",
+            "image.repository=REGISTRY/kubetune-operator",
+            "--set",
+            "image.tag=0.1.0",
+        )
+    )
+    (container,) = objects[("Deployment", "kt-operator")]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "REGISTRY/kubetune-operator:0.1.0"
+    assert "--trainer-image=REGISTRY/kubetune-trainer:0.1.0" in container["args"]
+
+
+def test_workload_identity_values(helm):
+    """The README's Foundry setup: the ServiceAccount names the Azure identity and the pod
+    opts in to the Workload Identity webhook; without a client id, neither."""
+    plain = by_kind(render(helm))
+    assert not plain[("ServiceAccount", "kt-operator")]["metadata"].get("annotations")
+    labels = plain[("Deployment", "kt-operator")]["spec"]["template"]["metadata"]["labels"]
+    assert "azure.workload.identity/use" not in labels
+    objects = by_kind(
+        render(
+            helm,
+            "--set",
+            "foundry.workloadIdentity.clientId=CLIENT_ID",
+            "--set",
+            "foundry.workloadIdentity.tenantId=TENANT_ID",
+        )
+    )
+    account = objects[("ServiceAccount", "kt-operator")]
+    assert account["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": "CLIENT_ID",
+        "azure.workload.identity/tenant-id": "TENANT_ID",
+    }
+    pod = objects[("Deployment", "kt-operator")]["spec"]["template"]
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    # The federated credential's subject: system:serviceaccount:kubetune-system:kt-operator.
+    assert pod["spec"]["serviceAccountName"] == "kt-operator"
+
+
 # A minimal stand-in for the Prometheus Operator's CRD, so the API server can
 # dry-run a ServiceMonitor (the real CRD's schema is not needed for that).
 SERVICEMONITOR_CRD = {

@@ -194,8 +194,11 @@ def test_progress_reaches_the_operator_with_the_token(reference, receiver):
     times = [t for t, _, _ in reports]
     assert all(b - a >= 0.45 for a, b in itertools.pairwise(times))
     progress = [body["progress"] for _, _, body in reports if "progress" in body]
-    assert {"epoch", "step", "totalSteps", "trainLoss", "eta"} <= set(progress[0])
+    assert {"epoch", "step", "totalSteps", "trainLoss", "eta", "tokensPerSecond"} <= set(
+        progress[0]
+    )
     assert progress[-1]["step"] == progress[-1]["totalSteps"] == 48
+    assert progress[-1]["tokensPerSecond"] == pytest.approx(reference["tokensPerSecond"])
     final = reports[-1][2]["metrics"]
     assert final["validationLoss"] == pytest.approx(reference["validationLoss"])
     assert set(final) == {"trainLoss", "validationLoss", "perplexity", "tokenAccuracy"}

@@ -78,17 +78,25 @@ def test_copied_files_exist():
 def test_installs_are_pinned_by_a_complete_lock(target, lock):
     install = [args for ins, args in stages()[target] if ins == "RUN" and "pip install" in args]
     assert install
-    assert f"--constraint {lock}" in install[-1]
     extra = LOCKS[lock]
+    assert f"--constraint {lock} '.[{extra}]'" in install[-1]
     pins = {
         line.split("==")[0]
         for line in (ROOT / lock).read_text().splitlines()
         if "==" in line and not line.startswith("#")
     }
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = project["dependencies"] + project["optional-dependencies"][extra]
-    names = {
-        re.split(r"[<>=!~\[ ;]", req, maxsplit=1)[0].lower().replace("_", "-") for req in wanted
-    }
+    names = requirement_names(extra)
     normalized = {p.replace("_", "-") for p in pins}
     assert names <= normalized, names - normalized
+
+
+def requirement_names(extra: str) -> set[str]:
+    """The distributions kubetune[extra] requires, with those of the extras it names."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names: set[str] = set()
+    for req in project["dependencies"] + project["optional-dependencies"][extra]:
+        if included := re.fullmatch(r"kubetune\[(\w+)\]", req):
+            names |= requirement_names(included[1])
+        else:
+            names.add(re.split(r"[<>=!~\[ ;]", req, maxsplit=1)[0].lower().replace("_", "-"))
+    return names

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import requests
+from prometheus_client import REGISTRY
 
 from kubetune.backends.foundry import (
     ROLE,
@@ -28,6 +29,7 @@ from kubetune.backends.foundry import (
     WorkspaceRef,
     check_region,
     needs_marketplace_subscription,
+    operation_of,
     redact,
     retry_after,
     serverless_model_id,
@@ -44,6 +46,7 @@ pytest_plugins = ("tests.azurefake.fixtures",)
 PHI = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/7"
 LLAMA = "azureml://registries/azureml-meta/models/Meta-Llama-3.1-8B-Instruct/versions/4"
 SECRET = "sp-secret-value-never-logged"
+MLS = "Microsoft.MachineLearningServices"
 UPLOAD_SALT = b"Initialize for october 2021 AML CLI version"  # azure-ai-ml's content hash seed
 
 
@@ -158,6 +161,24 @@ def test_retry_after_a_failed_put_reuses_the_uploads(
     # retry's HEAD found the content-addressed blob complete and skipped the upload.
     assert _blob_puts(azure_fake, request_.training_file) == ["data", "metadata"]
     assert _blob_puts(azure_fake, request_.validation_file) == ["data", "metadata"]
+    assert len(azure_fake.state.jobs) == 1
+
+
+def test_upload_racing_another_submission_is_retried_not_rejected(
+    azure_fake: AzureFake, client: FoundryClient, request_: FineTuningRequest
+) -> None:
+    # Another job with the same data uploaded the same content-addressed blob between
+    # our HEAD and our PUT (If-None-Match: *): storage answers 409.
+    azure_fake.inject(
+        "blob.put", Fault(409, "BlobAlreadyExists", "The specified blob already exists.")
+    )
+    with pytest.raises(BackendUnavailable) as raised:
+        client.submit_finetuning_job(request_)
+    assert not isinstance(raised.value, BackendRejected)
+    assert not azure_fake.state.jobs
+
+    job = client.submit_finetuning_job(request_)
+    assert job.status == "NotStarted"
     assert len(azure_fake.state.jobs) == 1
 
 
@@ -560,3 +581,60 @@ def test_no_secret_reaches_the_logs(
     text = caplog.text + "".join(repr(r.args) for r in caplog.records)
     for secret in (SECRET, keys.primary, keys.secondary, sig):
         assert secret not in text
+
+
+# --- metrics ---------------------------------------------------------------------
+
+
+def _azure_requests(operation: str, code: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "kubetune_azure_requests_total", {"operation": operation, "code": code}
+    )
+    return value or 0.0
+
+
+def test_every_azure_request_is_counted_by_operation_and_code(
+    azure_fake: AzureFake, client: FoundryClient
+) -> None:
+    before_ok = _azure_requests("GET workspace", "200")
+    before_missing = _azure_requests("GET jobs", "404")
+    client.get_workspace()
+    with pytest.raises(AzureNotFound):
+        client.get_job("no-such-job")
+    assert _azure_requests("GET workspace", "200") == before_ok + 1
+    # jobs.get makes more than one request; each 404 is counted.
+    assert _azure_requests("GET jobs", "404") > before_missing
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "want"),
+    [
+        (
+            "get",
+            f"https://h/subscriptions/s/resourceGroups/r/providers/{MLS}/workspaces/w",
+            "GET workspace",
+        ),
+        (
+            "PUT",
+            f"https://h/subscriptions/s/resourceGroups/r/providers/{MLS}/workspaces/w/jobs/j?api-version=1",
+            "PUT jobs",
+        ),
+        (
+            "POST",
+            f"https://h/subscriptions/s/resourceGroups/r/providers/{MLS}/workspaces/w/jobs/j/cancel",
+            "POST jobs/cancel",
+        ),
+        (
+            "DELETE",
+            f"https://h/subscriptions/s/resourceGroups/r/providers/{MLS}/workspaces/w/models/m/versions/3",
+            "DELETE models/versions",
+        ),
+        (
+            "GET",
+            f"https://h/history/v1.0/subscriptions/s/resourceGroups/r/providers/{MLS}/workspaces/w/experimentids/x/runs/j",
+            "GET experimentids/runs",
+        ),
+    ],
+)
+def test_operation_names_drop_resource_names(method: str, url: str, want: str) -> None:
+    assert operation_of(method, url) == want

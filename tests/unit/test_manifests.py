@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -585,6 +586,118 @@ def test_active_deadline_seconds(deadline: int | None, want: int | None):
     job = make_job(make_spec(activeDeadlineSeconds=deadline))
     assert job["spec"].get("activeDeadlineSeconds") == want
     assert ("activeDeadlineSeconds" in job["spec"]) is (want is not None)
+
+
+# --- continuing from a FineTunedModel (baseModel: model://...) -----------------------------
+
+
+def earlier_model(**fields: Any) -> FineTunedModelSpec:
+    spec: dict[str, Any] = {
+        "baseModel": PHI3,
+        "source": {"pvc": {"claimName": "kubetune-models", "path": "adapters/xbox-v1"}},
+        "sourceJob": "xbox-v1",
+    }
+    return FineTunedModelSpec.model_validate({**spec, **fields})
+
+
+def continue_job(model: FineTunedModelSpec | None, **fields: Any) -> dict:
+    return build_training_job(
+        name="xbox",
+        namespace=NS,
+        uid="uid-ftj",
+        labels={},
+        spec=make_spec(baseModel="model://xbox-v1", **fields),
+        settings=SETTINGS,
+        continue_from=model,
+    )
+
+
+def test_continuing_on_the_output_claim_reads_the_adapter_through_the_output_mount():
+    job = continue_job(earlier_model())
+    config = config_of(job)
+    assert config.adapter_path == "/output/adapters/xbox-v1"
+    assert config.output_dir == "/output/adapters/xbox"
+    assert config.base_model_id == PHI3
+    assert config.base_model_path is None
+    assert config.spec.base_model == "model://xbox-v1"
+    # One volume per claim: no second (read-only) mount of the output claim.
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod_spec(job)["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims == ["kubetune-models"]
+
+
+def test_continuing_from_another_claim_mounts_the_adapter_read_only():
+    job = continue_job(
+        earlier_model(source={"pvc": {"claimName": "shared-adapters", "path": "/team/v1"}})
+    )
+    assert volumes(job)["adapter"] == {
+        "name": "adapter",
+        "persistentVolumeClaim": {"claimName": "shared-adapters", "readOnly": True},
+    }
+    assert mounts(job)["adapter"] == {
+        "name": "adapter",
+        "mountPath": "/models/adapter",
+        "readOnly": True,
+    }
+    assert config_of(job).adapter_path == "/models/adapter/team/v1"
+
+
+def test_continuing_from_a_model_over_a_pvc_base_mounts_that_base():
+    job = continue_job(earlier_model(baseModel="pvc://base-models/phi-3"))
+    config = config_of(job)
+    assert config.base_model_path == "/models/base/phi-3"
+    assert config.base_model_id is None
+    assert volumes(job)["base-model"]["persistentVolumeClaim"]["claimName"] == "base-models"
+
+
+def test_plain_job_has_no_adapter_to_continue():
+    config = config_of(make_job())
+    assert (config.adapter_path, config.base_model_id) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        pytest.param(None, "spec.baseModel: model://xbox-v1 was not resolved", id="unresolved"),
+        pytest.param(
+            earlier_model(source={"azureModelId": "azureml://locations/l/models/m/versions/1"}),
+            "spec.baseModel: model://xbox-v1 is not an adapter on a PVC over a base model",
+            id="azure-model",
+        ),
+        pytest.param(
+            earlier_model(baseModel="model://xbox-v0"),
+            "spec.baseModel: model://xbox-v1 is not an adapter on a PVC over a base model",
+            id="model-of-a-model",
+        ),
+        pytest.param(
+            earlier_model(
+                source={"pvc": {"claimName": "kubetune-models", "path": "adapters/xbox/"}}
+            ),
+            "spec.baseModel: the adapter of model://xbox-v1 is in this job's output directory",
+            id="adapter-is-the-output",
+        ),
+    ],
+)
+def test_continuing_needs_a_separate_adapter_on_a_pvc(model, message):
+    with pytest.raises(InvalidSpec, match="^" + re.escape(message)):
+        continue_job(model)
+
+
+def test_continued_model_records_the_resolved_base():
+    model = build_finetuned_model(
+        job_name="xbox",
+        namespace=NS,
+        spec=make_spec(baseModel="model://xbox-v1"),
+        settings=SETTINGS,
+        base_model=PHI3,
+    )
+    assert model["spec"]["baseModel"] == PHI3
+    assert model["spec"]["source"] == {
+        "pvc": {"claimName": "kubetune-models", "path": "adapters/xbox"}
+    }
 
 
 # --- FineTunedModel -------------------------------------------------------------------------

@@ -124,3 +124,31 @@ def test_evaluate_reports_mean_loss_and_accuracy(tiny):
     # Random weights over an 896-token vocabulary: about ln(896) and near-zero accuracy.
     assert abs(loss - math.log(896)) < 1.0
     assert 0 <= accuracy < 0.1
+
+
+def test_cpu_dropout_is_inverted_dropout_with_rate_p():
+    dropout = loop.CpuDropout(0.05).train()
+    x = torch.ones(4, 1000, 129, requires_grad=True)  # an odd size: the last draw is cut
+    torch.manual_seed(0)
+    y = dropout(x)
+    kept = y != 0
+    assert y[kept].unique().tolist() == [pytest.approx(1 / 0.95)]
+    assert 1 - kept.float().mean().item() == pytest.approx(0.05, abs=0.002)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient goes through the kept elements
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x), y)  # the torch seed fixes the mask
+    assert dropout.eval()(x) is x
+
+
+def test_cpu_dropout_replaces_the_adapter_dropout(tmp_path):
+    directory = build_tiny_model(tmp_path / "model")
+    spec = FineTuneJobSpec.model_validate(
+        {"baseModel": "m", "dataset": {"training": {"url": "http://x"}}}
+    )
+    model = load_model(str(directory), build_plan(spec), build_runtime(0))
+    replaced = loop.use_cpu_dropout(model)
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    # One per LoRA-wrapped projection; the model's own have p=0 and are left alone.
+    assert replaced == sum(isinstance(m, loop.CpuDropout) for m in dropouts) > 0
+    assert all(m.p == 0.05 for m in dropouts if isinstance(m, loop.CpuDropout))

@@ -20,6 +20,12 @@ GROUP = "kubetune.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
+# A Kubernetes object name (RFC 1123 subdomain): lower-case ASCII, digits, '-' and '.'.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+NAME_MAX_LENGTH = 253
+# A ConfigMap or Secret key.
+KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
 
 class KubeModel(BaseModel):
     """Base of every kubetune model: camelCase on the wire, unknown fields rejected."""
@@ -75,20 +81,40 @@ class Condition(KubeModel):
 class ObjectReference(KubeModel):
     """A reference to an object in the same namespace."""
 
-    name: str = Field(min_length=1, description="Name of the referenced object.")
+    name: str = Field(
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        pattern=NAME_PATTERN,
+        description="Name of the referenced object.",
+    )
 
 
 class ConfigMapKeySource(KubeModel):
     """A key of a ConfigMap in the resource's namespace."""
 
-    name: str = Field(min_length=1, description="ConfigMap name.")
-    key: str = Field(min_length=1, description="Key holding the file's content.")
+    name: str = Field(
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        pattern=NAME_PATTERN,
+        description="ConfigMap name.",
+    )
+    key: str = Field(
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        pattern=KEY_PATTERN,
+        description="Key holding the file's content.",
+    )
 
 
 class PvcSource(KubeModel):
     """A path on a PersistentVolumeClaim in the resource's namespace."""
 
-    claim_name: str = Field(min_length=1, description="PersistentVolumeClaim name.")
+    claim_name: str = Field(
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        pattern=NAME_PATTERN,
+        description="PersistentVolumeClaim name.",
+    )
     path: str = Field(
         default="",
         description="Path inside the volume; empty means the volume's root.",
@@ -98,8 +124,18 @@ class PvcSource(KubeModel):
 class SecretKeyReference(KubeModel):
     """A key of a Secret in the resource's namespace."""
 
-    name: str = Field(min_length=1, description="Secret name.")
-    key: str = Field(min_length=1, description="Key within the Secret.")
+    name: str = Field(
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        pattern=NAME_PATTERN,
+        description="Secret name.",
+    )
+    key: str = Field(
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        pattern=KEY_PATTERN,
+        description="Key within the Secret.",
+    )
 
 
 class AzureBlobSource(KubeModel):
@@ -134,6 +170,33 @@ class DataSource(KubeModel):
         description="An http(s) URL the trainer downloads.",
     )
     azure_blob: AzureBlobSource | None = Field(default=None, description="A blob in Azure Storage.")
+
+
+class AzureCredentials(KubeModel):
+    """How the operator authenticates to Azure. Empty means Azure Workload Identity."""
+
+    secret_ref: ObjectReference | None = Field(
+        default=None,
+        description=(
+            "Secret with a service principal: keys AZURE_TENANT_ID, AZURE_CLIENT_ID, "
+            "AZURE_CLIENT_SECRET."
+        ),
+    )
+
+
+class FoundryWorkspace(KubeModel):
+    """The Azure AI Foundry project (Azure ML workspace) that runs the job."""
+
+    subscription_id: str = Field(min_length=1, description="Azure subscription id.")
+    resource_group: str = Field(min_length=1, description="Resource group of the workspace.")
+    name: str = Field(min_length=1, description="Workspace / Foundry project name.")
+    region: str | None = Field(
+        default=None,
+        description="Azure region, e.g. eastus2 (Phi-3 serverless fine-tuning runs only there).",
+    )
+    credentials: AzureCredentials | None = Field(
+        default=None, description="Credentials; Workload Identity when omitted."
+    )
 
 
 class Toleration(KubeModel):

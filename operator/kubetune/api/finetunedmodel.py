@@ -6,7 +6,14 @@ from enum import StrEnum
 
 from pydantic import ConfigDict, Field
 
-from kubetune.api.common import KubeModel, PvcSource, StatusBase, exactly_one_of, rules
+from kubetune.api.common import (
+    FoundryWorkspace,
+    KubeModel,
+    PvcSource,
+    StatusBase,
+    exactly_one_of,
+    rules,
+)
 
 
 class FineTunedModelPhase(StrEnum):
@@ -39,14 +46,39 @@ class ModelSource(KubeModel):
 class FineTunedModelSpec(KubeModel):
     """A fine-tuned model, created by a FineTuneJob or registered by hand."""
 
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            (
+                "!has(self.source.azureModelId) || has(self.workspace)",
+                "an Azure model (source.azureModelId) needs spec.workspace",
+            )
+        )
+    )
+
     base_model: str = Field(
         min_length=1,
-        description="The base model the adapter applies to (same forms as FineTuneJob.baseModel).",
-        json_schema_extra=rules(("self == oldSelf", "baseModel is immutable")),
+        max_length=1024,
+        description=(
+            "The base model the adapter applies to: a Hugging Face id, pvc://<claim>/<path> "
+            "or an azureml:// id."
+        ),
+        json_schema_extra=rules(
+            ("self == oldSelf", "baseModel is immutable"),
+            (
+                "!self.startsWith('model://')",
+                "spec.baseModel is the model the adapter applies to, not a FineTunedModel "
+                "(model://)",
+            ),
+        ),
     )
     source: ModelSource = Field(
         description="Where the artifact lives.",
         json_schema_extra=rules(("self == oldSelf", "source is immutable")),
+    )
+    workspace: FoundryWorkspace | None = Field(
+        default=None,
+        description="The Azure AI Foundry workspace holding an Azure model (its deployments too).",
+        json_schema_extra=rules(("self == oldSelf", "workspace is immutable")),
     )
     source_job: str | None = Field(
         default=None, description="The FineTuneJob that produced the model, if any."

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import ConfigDict, Field
 
 from kubetune.api.common import (
+    NAME_MAX_LENGTH,
+    NAME_PATTERN,
     Backend,
     ComputeResources,
     DataSource,
+    FoundryWorkspace,
     KubeModel,
-    ObjectReference,
     PvcSource,
     StatusBase,
     Toleration,
     immutable,
     rules,
 )
+
+MODEL_SCHEME = "model://"
+"""spec.baseModel prefix naming a FineTunedModel to continue training from."""
+BASE_MODEL_MAX_LENGTH = 1024
 
 
 class FineTuneJobPhase(StrEnum):
@@ -97,7 +104,10 @@ class Hyperparameters(KubeModel):
         description="Multiplier of the default batch size (Foundry's knob), (0, 32].",
     )
     seed: int | None = Field(
-        default=None, ge=0, description="Random seed for shuffling, the split and initialisation."
+        default=None,
+        ge=0,
+        le=2**32 - 1,
+        description="Random seed for shuffling, the split and initialisation, in [0, 2^32).",
     )
     max_sequence_length: int | None = Field(
         default=None,
@@ -111,6 +121,12 @@ class Hyperparameters(KubeModel):
     gradient_accumulation_steps: int | None = Field(
         default=None, ge=1, le=1024, description="Micro-batches accumulated per optimizer step."
     )
+    extra: dict[str, str] | None = Field(
+        default=None,
+        description=(
+            "More hyper-parameters passed to Azure verbatim, by Azure's names (backend foundry)."
+        ),
+    )
 
 
 class LoraParams(KubeModel):
@@ -119,11 +135,11 @@ class LoraParams(KubeModel):
     r: int = Field(default=16, ge=1, le=512, description="Rank of the adapter matrices.")
     alpha: int = Field(default=32, ge=1, le=1024, description="Scaling numerator (alpha / r).")
     dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: list[str] | None = Field(
+    target_modules: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
         default=None,
         min_length=1,
         description=(
-            "Module names to adapt; empty picks the architecture's attention and MLP "
+            "Module names to adapt; unset picks the architecture's attention and MLP "
             "projections (for Phi-3: qkv_proj, o_proj, gate_up_proj, down_proj)."
         ),
     )
@@ -138,33 +154,6 @@ class OutputLocation(KubeModel):
     """Where the trained adapter, checkpoints and metrics are written."""
 
     pvc: PvcSource = Field(description="A PersistentVolumeClaim and a directory on it.")
-
-
-class AzureCredentials(KubeModel):
-    """How the operator authenticates to Azure. Empty means Azure Workload Identity."""
-
-    secret_ref: ObjectReference | None = Field(
-        default=None,
-        description=(
-            "Secret with a service principal: keys AZURE_TENANT_ID, AZURE_CLIENT_ID, "
-            "AZURE_CLIENT_SECRET."
-        ),
-    )
-
-
-class FoundryWorkspace(KubeModel):
-    """The Azure AI Foundry project (Azure ML workspace) that runs the job."""
-
-    subscription_id: str = Field(min_length=1, description="Azure subscription id.")
-    resource_group: str = Field(min_length=1, description="Resource group of the workspace.")
-    name: str = Field(min_length=1, description="Workspace / Foundry project name.")
-    region: str | None = Field(
-        default=None,
-        description="Azure region, e.g. eastus2 (Phi-3 serverless fine-tuning runs only there).",
-    )
-    credentials: AzureCredentials | None = Field(
-        default=None, description="Credentials; Workload Identity when omitted."
-    )
 
 
 class FineTuneJobSpec(KubeModel):
@@ -184,6 +173,42 @@ class FineTuneJobSpec(KubeModel):
                 "self.backend == 'local' || !has(self.resources)",
                 "resources apply to backend local only; Foundry is serverless",
             ),
+            # The job's own output cannot be its starting point. Without spec.model the
+            # output is named after the job, which CEL on spec cannot see: the operator
+            # checks that case when it resolves spec.baseModel.
+            (
+                f"!has(self.model) || self.baseModel != '{MODEL_SCHEME}' + self.model",
+                "spec.baseModel cannot continue from this job's own output model (spec.model)",
+            ),
+            (
+                "self.backend != 'foundry' || !has(self.hyperparameters) "
+                "|| !has(self.hyperparameters.epochs) || self.hyperparameters.epochs <= 10",
+                "Foundry fine-tunes for 1 to 10 epochs",
+            ),
+            (
+                "self.backend != 'foundry' || !has(self.hyperparameters) "
+                "|| !has(self.hyperparameters.batchSize) || self.hyperparameters.batchSize <= 32",
+                "Foundry takes a batch size of 1 to 32",
+            ),
+            (
+                "self.backend != 'foundry' || !has(self.hyperparameters) "
+                "|| (!has(self.hyperparameters.learningRate) "
+                "&& !has(self.hyperparameters.warmupRatio) "
+                "&& !has(self.hyperparameters.gradientAccumulationSteps) "
+                "&& !has(self.hyperparameters.maxSequenceLength))",
+                "backend foundry takes epochs, learningRateMultiplier, batchSize or "
+                "batchSizeMultiplier, and seed; pass other Azure settings in hyperparameters.extra",
+            ),
+            (
+                "self.backend == 'foundry' || !has(self.hyperparameters) "
+                "|| !has(self.hyperparameters.extra)",
+                "hyperparameters.extra applies to backend foundry only",
+            ),
+            (
+                "self.backend != 'foundry' || (!has(self.dataset.training.pvc) && "
+                "!(has(self.dataset.validation) && has(self.dataset.validation.pvc)))",
+                "backend foundry reads data from a configMap, url or azureBlob, not a pvc",
+            ),
         )
     )
 
@@ -197,8 +222,11 @@ class FineTuneJobSpec(KubeModel):
         description=(
             "The model to fine-tune: a Hugging Face id (microsoft/Phi-3-mini-4k-instruct), "
             "pvc://<claim>/<path> for a model directory on a PVC, model://<FineTunedModel> to "
-            "continue from an earlier result, or for Foundry an azureml://registries/... id."
+            "continue from an earlier result (it must be Ready and have a PVC source; the job "
+            "waits while it does not exist yet, and trains that model's adapter further with "
+            "its LoRA settings), or for Foundry an azureml://registries/... id."
         ),
+        max_length=BASE_MODEL_MAX_LENGTH,
         json_schema_extra=immutable("baseModel"),
     )
     dataset: Dataset = Field(
@@ -214,7 +242,8 @@ class FineTuneJobSpec(KubeModel):
     )
     model: str | None = Field(
         default=None,
-        max_length=253,
+        max_length=NAME_MAX_LENGTH,
+        pattern=NAME_PATTERN,
         description="Name of the FineTunedModel created on success; defaults to the job's name.",
     )
     suspend: bool = Field(
@@ -232,9 +261,14 @@ class FineTuneJobSpec(KubeModel):
         description="Extra tolerations for the training pod; the GPU taint is tolerated already.",
     )
     priority_class_name: str | None = Field(
-        default=None, description="PriorityClass of the training pod (local backend)."
+        default=None,
+        max_length=NAME_MAX_LENGTH,
+        pattern=NAME_PATTERN,
+        description="PriorityClass of the training pod (local backend).",
     )
-    image: str | None = Field(default=None, description="Trainer image override (local backend).")
+    image: str | None = Field(
+        default=None, min_length=1, description="Trainer image override (local backend)."
+    )
     output: OutputLocation | None = Field(
         default=None,
         description="Where the adapter is written (local backend); defaults to the operator's.",
@@ -267,6 +301,14 @@ class Progress(KubeModel):
     percent: int | None = Field(default=None, ge=0, le=100, description="Percent done.")
     train_loss: float | None = Field(default=None, description="Latest training loss.")
     eta: datetime | None = Field(default=None, description="Estimated completion time.")
+    tokens_per_second: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Training throughput so far: non-padding tokens per second of training steps, "
+            "all processes together."
+        ),
+    )
 
 
 class Metrics(KubeModel):
@@ -289,11 +331,19 @@ class Usage(KubeModel):
 
 
 class FoundryJobStatus(KubeModel):
-    """The Azure side of a foundry job."""
+    """The Azure side of a foundry job, apart from the phase (Azure's own words)."""
 
-    job_name: str | None = Field(default=None, description="Azure ML job name.")
-    status: str | None = Field(default=None, description="Raw Azure job status.")
+    job_name: str | None = Field(
+        default=None,
+        description="Azure ML job name, derived from the uid and recorded before submission.",
+    )
+    status: str | None = Field(
+        default=None, description="Raw Azure job status (NotStarted, Running, Completed...)."
+    )
     portal_url: str | None = Field(default=None, description="Link to the job in Azure.")
+    model_id: str | None = Field(
+        default=None, description="The registered Azure model, as a serverless model id."
+    )
 
 
 class FineTuneJobStatus(StatusBase):
@@ -310,3 +360,10 @@ class FineTuneJobStatus(StatusBase):
         default=None, description="Azure job (backend foundry)."
     )
     model: str | None = Field(default=None, description="The FineTunedModel created on success.")
+    resolved_base_model: str | None = Field(
+        default=None,
+        description=(
+            "The base model the adapter applies to: spec.baseModel, or for "
+            "model://<FineTunedModel> that model's base model (local backend)."
+        ),
+    )

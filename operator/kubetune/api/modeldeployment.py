@@ -37,7 +37,7 @@ class LocalServing(KubeModel):
         default=Runtime.VLLM,
         description="vllm: vLLM with the LoRA adapter (GPUs); kubetune: the CPU/dev server.",
     )
-    image: str | None = Field(default=None, description="Runtime image override.")
+    image: str | None = Field(default=None, min_length=1, description="Runtime image override.")
     replicas: int = Field(default=1, ge=0, le=100, description="Serving replicas.")
     resources: ComputeResources | None = Field(default=None, description="Compute per replica.")
     node_selector: dict[str, str] | None = Field(
@@ -91,9 +91,25 @@ class ModelDeploymentSpec(KubeModel):
     )
 
 
+class FoundryEndpointStatus(KubeModel):
+    """The Azure side of a foundry deployment. Its key is in a Secret, never here."""
+
+    endpoint_name: str | None = Field(default=None, description="Serverless endpoint name.")
+    provisioning_state: str | None = Field(
+        default=None, description="Azure's provisioning state (Creating, Succeeded, Failed...)."
+    )
+    key_secret: str | None = Field(
+        default=None,
+        description="Secret (owned by the deployment) with the endpoint's two keys.",
+    )
+
+
 class ModelDeploymentStatus(StatusBase):
     """Observed state of a ModelDeployment."""
 
     phase: ModelDeploymentPhase | None = Field(default=None, description="Lifecycle phase.")
     endpoint: str | None = Field(default=None, description="URL of the OpenAI-compatible endpoint.")
     ready_replicas: int | None = Field(default=None, description="Replicas ready to serve.")
+    foundry: FoundryEndpointStatus | None = Field(
+        default=None, description="The Azure serverless endpoint (backend foundry)."
+    )

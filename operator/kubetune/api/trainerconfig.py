@@ -26,7 +26,21 @@ class TrainerConfig(KubeModel):
         description="Mounted validation file; None: fetch spec.dataset.validation, or split.",
     )
     base_model_path: str | None = Field(
-        default=None, description="Mounted base model directory; None: spec.baseModel is an id."
+        default=None, description="Mounted base model directory; None: the base model is an id."
+    )
+    base_model_id: str | None = Field(
+        default=None,
+        description=(
+            "Hugging Face id of the base model when spec.baseModel is model://<FineTunedModel> "
+            "(that model's base); None: spec.baseModel."
+        ),
+    )
+    adapter_path: str | None = Field(
+        default=None,
+        description=(
+            "Mounted LoRA adapter to train further (spec.baseModel model://<FineTunedModel>); "
+            "None: a new adapter."
+        ),
     )
     output_dir: str = Field(description="Directory for the adapter, checkpoints and metrics.")
     processes: int = Field(default=1, ge=1, description="Data-parallel processes (one per GPU).")

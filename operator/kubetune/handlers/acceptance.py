@@ -4,6 +4,7 @@ Event when the phase changes."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -35,12 +36,13 @@ def post_transition(change: Change[Any], reason: str | None = None, message: str
     text = message or f"Phase is now {phase}"
     meta = change.obj["metadata"]
     log.info(
-        "%s/%s kind=%s phase=%s reason=%s",
+        "%s/%s kind=%s phase=%s reason=%s message=%s",
         meta.get("namespace"),
         meta["name"],
         change.obj.get("kind"),
         phase,
         reason or phase,
+        json.dumps(text),
     )
     if phase in ("Failed", "DeletionBlocked"):
         kopf.warn(change.obj, reason=reason or phase, message=text)

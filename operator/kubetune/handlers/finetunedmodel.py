@@ -13,6 +13,7 @@ terminating namespace is never held up.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,9 +27,11 @@ from kubetune.api.finetunedmodel import (
     FineTunedModelStatus,
 )
 from kubetune.api.kinds import FINETUNEDMODEL, MODELDEPLOYMENT
-from kubetune.backends.local.manifests import MODEL_LABEL, build_cleanup_job
+from kubetune.backends.foundry import ModelInUse
+from kubetune.backends.local.manifests import MODEL_LABEL, MODEL_PROTECTION, build_cleanup_job
 from kubetune.handlers.acceptance import accept, post_transition
 from kubetune.handlers.errors import RETRY_BACKOFF, kopf_errors
+from kubetune.handlers.foundry import delete_azure_model
 from kubetune.k8s import Obj, path
 from kubetune.metrics import observe_reconcile
 from kubetune.reconcile.finetunedmodel import BLOCKED, blocked_message, usage_status
@@ -37,7 +40,7 @@ from kubetune.settings import LocalSettings
 FTM = (GROUP, VERSION, FINETUNEDMODEL.plural)
 MDEP = (GROUP, VERSION, MODELDEPLOYMENT.plural)
 CLEANUP_JOBS = ("batch", "v1", "jobs")
-PROTECTION = "kubetune.io/model-protection"
+PROTECTION = MODEL_PROTECTION
 FORCE_DELETE = "kubetune.io/force-delete"
 
 
@@ -99,6 +102,16 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         if users and not terminating:
             return
         spec = FineTunedModelSpec.model_validate(obj["spec"])
+        if (
+            spec.deletion_policy is DeletionPolicy.DELETE
+            and spec.source.azure_model_id is not None
+            and not terminating
+        ):
+            try:
+                await delete_azure_model(memo, obj)
+            except ModelInUse as e:
+                recheck_later(memo, namespace, name, e.retry_after)
+                return
         source = spec.source.pvc
         if spec.deletion_policy is DeletionPolicy.DELETE and source is not None and not terminating:
             manifest = build_cleanup_job(
@@ -125,6 +138,24 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                 return
         await release(memo, obj)
 
+    def recheck_later(memo: kopf.Memo, namespace: str, name: str, delay: float) -> None:
+        """Try the deletion again in `delay` seconds: nothing in Kubernetes will change
+        when Azure stops refusing, so no event would bring us back."""
+
+        async def recheck() -> None:
+            with observe_reconcile(FINETUNEDMODEL.kind, "deletion-retry"), kopf_errors():
+                model = await memo.kube.get_custom(FINETUNEDMODEL.plural, namespace, name)
+                if model is not None and model["metadata"].get("deletionTimestamp"):
+                    await finish_deletion(memo, model)
+
+        def start() -> None:
+            memo.rechecks.pop((namespace, name), None)
+            memo.background.add(task := asyncio.ensure_future(recheck()))
+            task.add_done_callback(memo.background.discard)
+
+        if (namespace, name) not in memo.rechecks:
+            memo.rechecks[(namespace, name)] = asyncio.get_running_loop().call_later(delay, start)
+
     async def release(memo: kopf.Memo, obj: Obj) -> None:
         meta = obj["metadata"]
         url = path(API_VERSION, FINETUNEDMODEL.plural, meta["namespace"], meta["name"])
@@ -147,8 +178,10 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             ):
                 url = path(API_VERSION, FINETUNEDMODEL.plural, namespace, name)
                 await memo.kube.set_finalizer(url, PROTECTION, present=True)
-            await accept(memo.status, FINETUNEDMODEL, namespace, name)
-            await sync(memo, namespace, name, deployments_by_model)
+            # One read and at most one status write for both (status.py).
+            async with memo.status.coalesce(FINETUNEDMODEL.plural, namespace, name):
+                await accept(memo.status, FINETUNEDMODEL, namespace, name)
+                await sync(memo, namespace, name, deployments_by_model)
 
     @kopf.on.event(*FTM, registry=registry, id="model_event")
     async def model_event(

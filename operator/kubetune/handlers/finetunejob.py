@@ -21,17 +21,28 @@ from kubetune.api.finetunejob import FineTuneJobPhase, FineTuneJobSpec, FineTune
 from kubetune.api.kinds import FINETUNEDMODEL, FINETUNEJOB
 from kubetune.backends.local.manifests import (
     FINETUNEJOB_LABEL,
+    MODEL_PROTECTION,
     QUEUE_LABEL_PREFIX,
     build_finetuned_model,
     build_training_job,
 )
-from kubetune.errors import BackendRejected, InvalidSpec
+from kubetune.errors import BackendRejected, InvalidSpec, NotReady
 from kubetune.handlers.acceptance import accept, post_transition
 from kubetune.handlers.errors import RETRY_BACKOFF, kopf_errors
 from kubetune.handlers.status import StatusWriter
 from kubetune.k8s import Obj
 from kubetune.metrics import FAILURES, JOBS_BY_PHASE, observe_reconcile
 from kubetune.reconcile.finetunejob import TERMINAL, Observed, next_status, observe_training
+from kubetune.reconcile.inputs import (
+    Resolved,
+    Unusable,
+    Waiting,
+    age_seconds,
+    inputs_status,
+    referenced_config_maps,
+    referenced_model,
+    resolve_inputs,
+)
 from kubetune.settings import LocalSettings
 
 FTJ = (GROUP, VERSION, FINETUNEJOB.plural)
@@ -64,15 +75,58 @@ def _first(values: Iterable[Obj] | None) -> Obj | None:
     return next(iter(values or ()), None)
 
 
+async def register_model(memo: kopf.Memo, obj: Obj, manifest: Obj) -> None:
+    """Create the FineTunedModel of a succeeded job (either backend) and record its name."""
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    # Protected from its first moment, and without a write of its own to add it.
+    meta = {**manifest["metadata"], "finalizers": [MODEL_PROTECTION]}
+    model, created = await memo.kube.create_custom(
+        FINETUNEDMODEL.plural, namespace, {**manifest, "metadata": meta}
+    )
+    model_name = model["metadata"]["name"]
+    if not created and (model.get("spec") or {}).get("sourceJob") != name:
+        kopf.warn(
+            obj,
+            reason="ModelNameTaken",
+            message=f"FineTunedModel {model_name} exists and was not made by this job; "
+            "set spec.model to another name",
+        )
+        return
+
+    def record(_: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
+        return old.model_copy(update={"model": model_name})
+
+    await memo.status.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, record)
+    kopf.info(obj, reason="ModelCreated", message=f"Registered FineTunedModel {model_name}")
+
+
+async def fail(memo: kopf.Memo, namespace: str, name: str, reason: str, message: str) -> None:
+    """Record a failure found before (or instead of) training: the spec cannot be acted on."""
+
+    def fold(obj: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
+        seen = Observed(FineTuneJobPhase.FAILED, reason, message)
+        generation = int(obj["metadata"].get("generation", 1))
+        return next_status(old, seen, generation=generation, now=datetime.now(UTC))
+
+    FAILURES.labels(FINETUNEJOB.kind, reason).inc()
+    change = await memo.status.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, fold)
+    if change is not None:
+        post_transition(change, reason, message)
+
+
 def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
+    # FineTuneJobs whose phase is terminal, as the watch last showed them: the events
+    # of their Jobs and pods (cleanup, the re-list after a restart) are skipped.
+    finished: set[tuple[str | None, str]] = set()
+
     @kopf.index(*JOBS, labels=TRAINING, registry=registry, id="training_jobs")
-    def training_jobs(
+    async def training_jobs(
         namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[tuple[str | None, str | None], Any]:
         return {(namespace, labels[FINETUNEJOB_LABEL]): _slim(body)}
 
     @kopf.index(*PODS, labels=TRAINING, registry=registry, id="training_pods")
-    def training_pods(
+    async def training_pods(
         namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[tuple[str | None, str | None], Any]:
         return {(namespace, labels[FINETUNEJOB_LABEL]): _slim(body)}
@@ -102,30 +156,16 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             change, seen.reason if change.new.phase == seen.phase else None, seen.message
         )
         if change.new.phase is FineTuneJobPhase.SUCCEEDED and change.new.model is None:
-            await register_model(memo, change.obj)
-
-    async def register_model(memo: kopf.Memo, obj: Obj) -> None:
-        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-        spec = FineTuneJobSpec.model_validate(obj["spec"])
-        manifest = build_finetuned_model(
-            job_name=name, namespace=namespace, spec=spec, settings=settings
-        )
-        model, created = await memo.kube.create_custom(FINETUNEDMODEL.plural, namespace, manifest)
-        model_name = model["metadata"]["name"]
-        if not created and (model.get("spec") or {}).get("sourceJob") != name:
-            kopf.warn(
-                obj,
-                reason="ModelNameTaken",
-                message=f"FineTunedModel {model_name} exists and was not made by this job; "
-                "set spec.model to another name",
+            obj = change.obj
+            spec = FineTuneJobSpec.model_validate(obj["spec"])
+            manifest = build_finetuned_model(
+                job_name=name,
+                namespace=namespace,
+                spec=spec,
+                settings=settings,
+                base_model=change.new.resolved_base_model,
             )
-            return
-
-        def record(_: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
-            return old.model_copy(update={"model": model_name})
-
-        await memo.status.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, record)
-        kopf.info(obj, reason="ModelCreated", message=f"Registered FineTunedModel {model_name}")
+            await register_model(memo, obj, manifest)
 
     @kopf.on.resume(*FTJ, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
     @kopf.on.update(*FTJ, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
@@ -141,65 +181,95 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         **_: Any,
     ) -> None:
         with observe_reconcile(FINETUNEJOB.kind, "reconcile"), kopf_errors():
-            change, parsed = await accept(memo.status, FINETUNEJOB, namespace, name)
-            if change is None or not isinstance(parsed, FineTuneJobSpec):
-                return
-            if parsed.backend is not Backend.LOCAL:
-                return
-            job = _first(training_jobs.get((namespace, name)))
-            if job is None:
-                if change.new.phase in TERMINAL:
-                    return  # finished; its Job was cleaned up, and must not run again
-                try:
-                    manifest = build_training_job(
-                        name=name,
-                        namespace=namespace,
-                        uid=uid,
-                        labels=dict(labels),
-                        spec=parsed,
-                        settings=settings,
-                    )
-                except InvalidSpec as e:
-                    await fail(memo, namespace, name, "InvalidSpec", str(e))
+            # One read and one status write for accepting, resolving inputs, creating
+            # the Job and recording it (status.py).
+            async with memo.status.coalesce(FINETUNEJOB.plural, namespace, name):
+                change, parsed = await accept(memo.status, FINETUNEJOB, namespace, name)
+                if change is None or not isinstance(parsed, FineTuneJobSpec):
                     return
-                try:
-                    job, created = await memo.kube.create_job(namespace, manifest)
-                except BackendRejected as e:
-                    await fail(memo, namespace, name, "JobRejected", str(e))
+                if parsed.backend is not Backend.LOCAL:
                     return
-                if not any(
-                    r.get("uid") == uid for r in job["metadata"].get("ownerReferences") or []
-                ):
-                    raise kopf.PermanentError(f"a Job named {name} exists and is not this job's")
+                job = _first(training_jobs.get((namespace, name)))
+                if job is None:
+                    if change.new.phase in TERMINAL:
+                        return  # finished; its Job was cleaned up, and must not run again
+                    resolved = await check_inputs(memo, namespace, name, change.obj, parsed)
+                    if resolved is None:
+                        return
+                    try:
+                        manifest = build_training_job(
+                            name=name,
+                            namespace=namespace,
+                            uid=uid,
+                            labels=dict(labels),
+                            spec=parsed,
+                            settings=settings,
+                            continue_from=resolved.model,
+                        )
+                    except InvalidSpec as e:
+                        await fail(memo, namespace, name, "InvalidSpec", str(e))
+                        return
+                    try:
+                        job, created = await memo.kube.create_job(namespace, manifest)
+                    except BackendRejected as e:
+                        await fail(memo, namespace, name, "JobRejected", str(e))
+                        return
+                    if not any(
+                        r.get("uid") == uid for r in job["metadata"].get("ownerReferences") or []
+                    ):
+                        raise kopf.PermanentError(
+                            f"a Job named {name} exists and is not this job's"
+                        )
 
-                def record(_: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
-                    return old.model_copy(update={"job_name": name})
+                    def record(_: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
+                        return old.model_copy(update={"job_name": name})
 
-                await memo.status.update(
-                    FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, record
-                )
-                if created:
-                    kopf.info(
-                        change.obj, reason="JobCreated", message=f"Created training Job {name}"
+                    await memo.status.update(
+                        FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, record
                     )
-            elif change.new.phase not in TERMINAL:
-                await follow_suspend(memo, namespace, name, job, parsed, dict(labels))
-            await sync_status(memo, namespace, name, training_jobs, training_pods)
+                    if created:
+                        kopf.info(
+                            change.obj, reason="JobCreated", message=f"Created training Job {name}"
+                        )
+                elif change.new.phase not in TERMINAL:
+                    await follow_suspend(memo, namespace, name, job, parsed, dict(labels))
+                await sync_status(memo, namespace, name, training_jobs, training_pods)
 
-    async def fail(memo: kopf.Memo, namespace: str, name: str, reason: str, message: str) -> None:
-        """Record a failure found before any Job ran (the spec cannot be acted on)."""
-
-        def fold(obj: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
-            seen = Observed(FineTuneJobPhase.FAILED, reason, message)
-            generation = int(obj["metadata"].get("generation", 1))
-            return next_status(old, seen, generation=generation, now=datetime.now(UTC))
-
-        FAILURES.labels(FINETUNEJOB.kind, reason).inc()
-        change = await memo.status.update(
-            FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, fold
+    async def check_inputs(
+        memo: kopf.Memo, namespace: str, name: str, obj: Obj, spec: FineTuneJobSpec
+    ) -> Resolved | None:
+        """The job's dataset ConfigMaps and model:// base, resolved (reconcile/inputs.py):
+        None when the job failed; raises NotReady (a retry) while it waits for them."""
+        config_maps = {
+            cm: await memo.kube.get_config_map(namespace, cm)
+            for cm, _ in referenced_config_maps(spec).values()
+        }
+        wanted = referenced_model(spec)
+        model = (
+            await memo.kube.get_custom(FINETUNEDMODEL.plural, namespace, wanted) if wanted else None
         )
-        if change is not None:
-            post_transition(change, reason, message)
+        now = datetime.now(UTC)
+        resolution = resolve_inputs(
+            spec,
+            name=name,
+            namespace=namespace,
+            config_maps=config_maps,
+            model=model,
+            age=age_seconds(obj["metadata"].get("creationTimestamp"), now),
+            timeout=settings.reference_timeout,
+        )
+        if isinstance(resolution, Unusable):
+            await fail(memo, namespace, name, resolution.reason, resolution.message)
+            return None
+
+        def record(current: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
+            generation = int(current["metadata"].get("generation", 1))
+            return inputs_status(old, resolution, generation=generation, now=now)
+
+        await memo.status.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, record)
+        if isinstance(resolution, Waiting):
+            raise NotReady(resolution.message, retry_after=resolution.retry_after)
+        return resolution
 
     async def follow_suspend(
         memo: kopf.Memo,
@@ -227,24 +297,33 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         **_: Any,
     ) -> None:
         """A training Job or pod changed: bring its FineTuneJob's status up to date."""
+        name = labels[FINETUNEJOB_LABEL]
+        if (namespace, name) in finished:
+            return  # a terminal status never changes again: no read, no write
         with observe_reconcile(FINETUNEJOB.kind, f"{resource.plural.removesuffix('s')}-event"):
-            await sync_status(
-                memo, namespace, labels[FINETUNEJOB_LABEL], training_jobs, training_pods
-            )
+            # Succeeded and the registered model's name in one write.
+            async with memo.status.coalesce(FINETUNEJOB.plural, namespace, name):
+                await sync_status(memo, namespace, name, training_jobs, training_pods)
 
     @kopf.on.event(*FTJ, registry=registry, id="count_phases")
-    def count_phases(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def count_phases(
+        event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
+    ) -> None:
         """Jobs by backend and phase, for /metrics: moved from the old key to the new one."""
         meta = body["metadata"]
         before = memo.phases.pop(meta.get("uid"), None)
         if before is not None:
             JOBS_BY_PHASE.labels(*before).dec()
+        key = (meta.get("namespace"), meta["name"])
         if event["type"] == "DELETED":
-            memo.status.forget(FINETUNEJOB.plural, meta.get("namespace"), meta["name"])
+            memo.status.forget(FINETUNEJOB.plural, *key)
+            finished.discard(key)
             return
         after = (
             body.get("spec", {}).get("backend", "local"),
             body.get("status", {}).get("phase") or "",
         )
+        if after[1] in TERMINAL:
+            finished.add(key)
         memo.phases[meta.get("uid")] = after
         JOBS_BY_PHASE.labels(*after).inc()

@@ -9,7 +9,8 @@ from typing import Any
 import kopf
 
 from kubetune.api.common import GROUP
-from kubetune.handlers import finetunedmodel, finetunejob, modeldeployment
+from kubetune.backends.foundry.connections import Connections
+from kubetune.handlers import finetunedmodel, finetunejob, foundry, modeldeployment
 from kubetune.handlers.status import StatusWriter
 from kubetune.httpserver import start_server
 from kubetune.k8s import Kube, path
@@ -63,21 +64,34 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
             await ensure_peering(memo.kube, options.peering, options.namespaces)
         memo.status = StatusWriter(memo.kube)
         memo.phases = {}
+        memo.foundry = Connections(memo.kube)
+        memo.nudges = {}
+        memo.rechecks = {}
+        memo.background = set()
         memo.http = await start_server(options.http_host, options.http_port, ReportSink(memo.kube))
         log.info("Serving /healthz and /metrics on %s:%d", options.http_host, options.http_port)
 
     @kopf.on.cleanup(registry=registry, id="cleanup")
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        for handle in memo.rechecks.values():
+            handle.cancel()
         await memo.http.cleanup()
         await memo.kube.close()
 
     finetunejob.register(registry, options.local)
     finetunedmodel.register(registry, options.local)
     modeldeployment.register(registry, options.local)
+    foundry.register(registry, options.foundry)
     return registry
 
 
+# Loggers that would print every Azure request (urllib3: whole URLs, SAS tokens included).
+QUIET_LOGGERS = ("azure", "urllib3", "msal")
+
+
 def run(options: RunOptions) -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     kopf.configure(
         verbose=options.verbose,
         log_format=kopf.LogFormat.JSON

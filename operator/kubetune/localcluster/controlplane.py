@@ -164,12 +164,14 @@ def start(
     *,
     log: Log,
     crds: Path | None = None,
+    apiserver_args: Sequence[str] = (),
 ) -> ControlPlane:
     """Start a control plane in `workdir` (created; existing state is reused only for certs).
 
     `crds` (a directory) are installed before the controllers start, so that the
     garbage collector watches those kinds from the first moment rather than after
-    its periodic discovery resync (30 s).
+    its periodic discovery resync (30 s). `apiserver_args` are added to
+    kube-apiserver's command line (the scale benchmark turns on its audit log).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     pki = make_pki(workdir / "pki")
@@ -185,7 +187,15 @@ def start(
     ctx = _ssl_context(pki)
     try:
         _start_components(
-            cp, binaries, pki, kwok_stages, (etcd_port, peer_port, api_port), ctx, log, crds
+            cp,
+            binaries,
+            pki,
+            kwok_stages,
+            (etcd_port, peer_port, api_port),
+            ctx,
+            log,
+            crds,
+            apiserver_args,
         )
     except BaseException:
         stop(cp)
@@ -202,6 +212,7 @@ def _start_components(
     ctx: ssl.SSLContext,
     log: Log,
     crds: Path | None,
+    apiserver_args: Sequence[str],
 ) -> None:
     etcd_port, peer_port, api_port = ports
     etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -249,6 +260,7 @@ def _start_components(
             # Room for benchmarks and many concurrent tests on one API server.
             "--max-requests-inflight=1000",
             "--max-mutating-requests-inflight=500",
+            *apiserver_args,
         ],
     )
     _wait("kube-apiserver /readyz", lambda: _get(f"{cp.server}/readyz", ctx) == 200, 120, cp)

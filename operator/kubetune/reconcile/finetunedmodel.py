@@ -17,6 +17,24 @@ def blocked_message(users: list[str]) -> str:
     return f"delete ModelDeployment {names} first: a model cannot be deleted while it is deployed"
 
 
+def blocked_status(
+    old: FineTunedModelStatus, reason: str, message: str, *, now: datetime
+) -> FineTunedModelStatus:
+    """DeletionBlocked, with the condition saying what still uses the model."""
+    conditions = set_condition(
+        old.conditions,
+        BLOCKED,
+        ConditionStatus.TRUE,
+        reason,
+        message,
+        generation=old.observed_generation,
+        now=now,
+    )
+    return old.model_copy(
+        update={"phase": FineTunedModelPhase.DELETION_BLOCKED, "conditions": conditions}
+    )
+
+
 def usage_status(
     old: FineTunedModelStatus, users: list[str], *, deleting: bool, now: datetime
 ) -> FineTunedModelStatus:
@@ -24,16 +42,8 @@ def usage_status(
     update: dict[str, Any] = {"deployments": users or None}
     if deleting:
         if users:
-            update["phase"] = FineTunedModelPhase.DELETION_BLOCKED
-            update["conditions"] = set_condition(
-                old.conditions,
-                BLOCKED,
-                ConditionStatus.TRUE,
-                "DeploymentsExist",
-                blocked_message(users),
-                generation=old.observed_generation,
-                now=now,
-            )
+            blocked = blocked_status(old, "DeploymentsExist", blocked_message(users), now=now)
+            update.update(phase=blocked.phase, conditions=blocked.conditions)
         else:
             update["phase"] = FineTunedModelPhase.DELETING
             if any(c.type == BLOCKED for c in old.conditions):

@@ -101,6 +101,39 @@ class TokenLoss(torch.nn.Module):
         return loss, correct
 
 
+class CpuDropout(torch.nn.Dropout):
+    """Inverted dropout whose mask takes 16 random bits per element instead of 32.
+
+    The CPU generator (mt19937) runs on one thread and `nn.Dropout` draws a
+    32-bit number per element: on a small model, LoRA's dropout on every
+    adapter's input took a quarter of the training step. Here one 64-bit draw
+    gives four 16-bit uniform numbers, compared with p rounded to 1/65536
+    (0.05 becomes 0.0500031): the same distribution, about 3x faster. CUDA's
+    own dropout is a fused kernel already, so only the CPU uses this.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        count = x.numel()
+        bits = torch.empty((count + 3) // 4, dtype=torch.int64, device=x.device)
+        bits.random_(-(2**63), None)  # the whole 64-bit range
+        threshold = round(self.p * 65536) - 32768
+        dropped = bits.view(torch.int16)[:count].view(x.shape) < threshold
+        return x.masked_fill(dropped, 0.0).mul_(1 / (1 - self.p))
+
+
+def use_cpu_dropout(model: torch.nn.Module) -> int:
+    """Replaces the model's `nn.Dropout` modules with `CpuDropout`; returns how many."""
+    replaced = 0
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is torch.nn.Dropout and child.p > 0:
+                setattr(module, name, CpuDropout(child.p))
+                replaced += 1
+    return replaced
+
+
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 

@@ -10,7 +10,8 @@
   it (fp32 otherwise, and always on the CPU), 4-bit NF4 with double quantization
   for QLoRA, flash-attention 2 when installed on a GPU (then batches are
   padding-free), sdpa otherwise; LoRA on the architecture's attention and MLP
-  projections unless the job names its own targets.
+  projections unless the job names its own targets; or, for a job that continues
+  from a FineTunedModel (`TrainerConfig.adapter_path`), that saved adapter, trainable.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def model_source(config: TrainerConfig) -> str:
     """The directory or cached Hugging Face id to load the base model from."""
     if config.base_model_path:
         return config.base_model_path
-    base = config.spec.base_model
+    base = config.base_model_id or config.spec.base_model
     if "://" in base:
         raise Unsupported(
             f"base model {base} must be mounted by the operator (the config has no baseModelPath)"
@@ -112,8 +113,9 @@ def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(source: str, plan: Plan, runtime: Runtime) -> PeftModel:
-    """The base model with a fresh, trainable LoRA adapter, on `runtime.device`."""
+def load_model(source: str, plan: Plan, runtime: Runtime, adapter: str | None = None) -> PeftModel:
+    """The base model with a trainable LoRA adapter, on `runtime.device`: a fresh one, or
+    the saved `adapter` directory to train further (its own LoRA settings then apply)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -146,6 +148,8 @@ def load_model(source: str, plan: Plan, runtime: Runtime) -> PeftModel:
         model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
             model, gradient_checkpointing_kwargs={"use_reentrant": False}
         )
+    if adapter is not None:
+        return _continue_adapter(model, adapter)
     targets = plan.target_modules or default_target_modules(model.config.model_type)
     lora = LoraConfig(
         r=plan.lora_r,
@@ -166,6 +170,21 @@ def load_model(source: str, plan: Plan, runtime: Runtime) -> PeftModel:
             raise Unsupported(f"LoRA cannot be applied: {e}") from e
     trainable, total = peft_model.get_nb_trainable_parameters()
     log.info("lora targets=%s trainable=%d total=%d", targets, trainable, total)
+    return peft_model
+
+
+def _continue_adapter(model: torch.nn.Module, adapter: str) -> PeftModel:
+    """`model` with the saved LoRA adapter in `adapter`, trainable (model://... jobs)."""
+    from peft import PeftModel
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+        try:
+            peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        except (OSError, ValueError) as e:
+            raise Unsupported(f"cannot continue from the adapter in {adapter}: {e}") from e
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    log.info("continuing adapter=%s trainable=%d total=%d", adapter, trainable, total)
     return peft_model
 
 

@@ -38,6 +38,7 @@ def build_progress(
         total_steps=total,
         train_loss=round(state.train_losses[-1][1], 6) if state.train_losses else None,
         eta=eta.replace(microsecond=0),
+        tokens_per_second=_tokens_per_second(state),
     )
 
 
@@ -48,7 +49,7 @@ def build_metrics(state: ckpt.TrainState, per_epoch: int) -> dict[str, Any]:
         "trainedTokens": state.trained_tokens,
         "seenTokens": state.seen_tokens,
         "trainSeconds": round(state.elapsed, 3),
-        "tokensPerSecond": round(state.seen_tokens / state.elapsed, 1) if state.elapsed else None,
+        "tokensPerSecond": _tokens_per_second(state),
         "steps": state.step,
         "epochs": state.epoch,
         "resumedFrom": state.resumed_from,
@@ -62,6 +63,11 @@ def build_metrics(state: ckpt.TrainState, per_epoch: int) -> dict[str, Any]:
         metrics["perplexity"] = math.exp(min(loss, 700.0))
         metrics["tokenAccuracy"] = accuracy
     return metrics
+
+
+def _tokens_per_second(state: ckpt.TrainState) -> float | None:
+    """Non-padding tokens per second of training steps, over the whole run (resumes included)."""
+    return round(state.seen_tokens / state.elapsed, 1) if state.elapsed else None
 
 
 def api_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -131,7 +131,7 @@ def run_training(
     try:
         plan, train = prepared.plan, prepared.train
         runtime = build_runtime(world.local_rank)
-        model = load_model(prepared.source, plan, runtime)
+        model = load_model(prepared.source, plan, runtime, config.adapter_path)
         parameters = [p for p in model.parameters() if p.requires_grad]
         # fused: one kernel for all parameters (CPU and CUDA), as transformers' default.
         optimizer = torch.optim.AdamW(
@@ -146,6 +146,8 @@ def run_training(
         if world.is_main:
             ckpt.clean_partial(output)
         state = _resume(output, prepared.fingerprint, model, optimizer, scheduler)
+        if runtime.device.type == "cpu":
+            loop.use_cpu_dropout(model)
         loss_module = loop.TokenLoss(model)
         module: torch.nn.Module = loss_module
         if world.size > 1:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import hashlib
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kubetune.errors import BackendRejected, BackendUnavailable
 
@@ -172,6 +174,47 @@ def serverless_model_id(ws: WorkspaceInfo, name: str, version: str) -> str:
     """The id a serverless endpoint takes for a model registered in the workspace."""
     workspace = f"azureml://locations/{ws.location}/workspaces/{ws.workspace_id}"
     return f"{workspace}/models/{name}/versions/{version}"
+
+
+def operation_of(method: str, url: str) -> str:
+    """A low-cardinality name for an Azure request: the method and the path's collections.
+
+    `PUT .../workspaces/ws/jobs/kubetune-1/cancel` is "PUT jobs/cancel"; names of jobs,
+    models and endpoints are dropped, so /metrics has one series per kind of call.
+    """
+    parts = [p for p in urlsplit(url).path.split("/") if p]
+    lower = [p.lower() for p in parts]
+    if "workspaces" in lower:
+        parts = parts[lower.index("workspaces") + 2 :]
+    elif "subscriptions" in lower:
+        parts = parts[lower.index("subscriptions") + 2 :]
+    kinds = [p for i, p in enumerate(parts) if i % 2 == 0]
+    return f"{method.upper()} {'/'.join(kinds) or 'workspace'}"
+
+
+def azure_job_name(uid: str) -> str:
+    """The Azure job name of a FineTuneJob: a pure function of its uid, so a retry, a
+    restart or a second replica always asks Azure about the same job."""
+    return f"kubetune-{uid}"
+
+
+def endpoint_name(namespace: str, name: str) -> str:
+    """A serverless endpoint name for a ModelDeployment: Azure allows 3-32 letters, digits
+    and dashes, starting with a letter, unique in the workspace, so a hash of the
+    namespace and name follows a readable prefix."""
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:6]
+    prefix = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:25] or "kubetune"
+    if not prefix[0].isalpha():
+        prefix = f"ep-{prefix}"[:25]
+    return f"{prefix.rstrip('-')}-{digest}"
+
+
+def model_version_of(model_id: str) -> tuple[str, str] | None:
+    """(name, version) of an Azure model id that ends in /models/<name>/versions/<version>."""
+    parts = model_id.rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-4] == "models" and parts[-2] == "versions":
+        return parts[-3], parts[-1]
+    return None
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

@@ -37,11 +37,13 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline import PipelineResponse
 from azure.identity import (
     ClientSecretCredential,
     DefaultAzureCredential,
     WorkloadIdentityCredential,
 )
+from azure.storage.blob import BlobClient
 
 from kubetune.backends.foundry import (
     OWNER_TAG,
@@ -59,11 +61,13 @@ from kubetune.backends.foundry import (
     WorkspaceInfo,
     WorkspaceRef,
     needs_marketplace_subscription,
+    operation_of,
     redact,
     registry_model,
     retry_after,
 )
 from kubetune.errors import BackendRejected, BackendUnavailable
+from kubetune.metrics import AZURE_REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +169,20 @@ def connect(
     """An `MLClient` for one workspace; `cloud` overrides its endpoints (tests, other clouds)."""
     kwargs: dict[str, Any] = {"show_progress": False, "enable_telemetry": False}
     kwargs["retry_total"] = retries
+    kwargs["raw_response_hook"] = _count_request
     if cloud is not None:
         kwargs.update(cloud=cloud.name, cloud_metadata=dict(cloud.metadata))
     with azure_errors("connect", ref):
         ml = MLClient(credential, ref.subscription_id, ref.resource_group, ref.name, **kwargs)
     return FoundryClient(ml, ref)
+
+
+def _count_request(response: PipelineResponse[Any, Any]) -> None:
+    """azure-core calls this with every response of MLClient's pipelines: /metrics."""
+    request = response.http_request
+    AZURE_REQUESTS.labels(
+        operation_of(request.method, request.url), str(response.http_response.status_code)
+    ).inc()
 
 
 class FoundryClient:
@@ -220,7 +233,9 @@ class FoundryClient:
                 raise
             adopted = self._find_job(req)
             if adopted is None:
-                raise
+                # No job: the conflict was an upload racing another submission of the same
+                # content-addressed file. A retry finds the blob there and skips it.
+                raise BackendUnavailable(f"{e}; retrying", retry_after=2) from e
             return adopted
         log.info("submitted azure job name=%s", req.name)
         return self._job_info(created)
@@ -370,3 +385,13 @@ def _endpoint_info(ep: ServerlessEndpoint) -> EndpointInfo:
         scoring_uri=ep.scoring_uri,
         resource_id=ep.id,
     )
+
+
+def read_blob(
+    account_url: str, container: str, blob: str, credential: str | TokenCredential
+) -> bytes:
+    """A blob's content, with a SAS token or an Azure identity (storage data reader role)."""
+    with azure_errors(f"read blob {container}/{blob}"):
+        client = BlobClient(account_url, container, blob, credential=credential)
+        data: bytes = client.download_blob().readall()
+    return data

@@ -17,7 +17,7 @@ from typing import Any
 
 from kubetune.api.common import API_VERSION, DataSource, PvcSource, Toleration
 from kubetune.api.finetunedmodel import FineTunedModelSpec
-from kubetune.api.finetunejob import FineTuneJobSpec
+from kubetune.api.finetunejob import MODEL_SCHEME, FineTuneJobSpec
 from kubetune.api.modeldeployment import ModelDeploymentSpec, Runtime
 from kubetune.api.trainerconfig import TrainerConfig
 from kubetune.datavalidation import BAD_INPUT_EXIT_CODE
@@ -30,6 +30,8 @@ Manifest = dict[str, Any]
 FINETUNEJOB_LABEL = "kubetune.io/finetunejob"
 DEPLOYMENT_LABEL = "kubetune.io/modeldeployment"
 MODEL_LABEL = "kubetune.io/finetunedmodel"
+# Held on every FineTunedModel while a ModelDeployment uses it (handlers/finetunedmodel.py).
+MODEL_PROTECTION = "kubetune.io/model-protection"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubetune", "app.kubernetes.io/part-of": "kubetune"}
 QUEUE_LABEL_PREFIX = "kueue.x-k8s.io/"
 CONFIG_ANNOTATION = "kubetune.io/trainer-config"
@@ -179,18 +181,37 @@ def build_training_job(
     labels: dict[str, str],
     spec: FineTuneJobSpec,
     settings: LocalSettings,
+    continue_from: FineTunedModelSpec | None = None,
 ) -> Manifest:
-    """The batch/v1 Job that trains a local FineTuneJob (same name as the FineTuneJob)."""
+    """The batch/v1 Job that trains a local FineTuneJob (same name as the FineTuneJob).
+
+    With `spec.baseModel: model://<FineTunedModel>`, `continue_from` is that model's
+    spec (resolved by the caller): the pod mounts its adapter and its base model, and
+    the trainer trains the adapter further."""
     resources = spec.resources
     gpus = resources.gpus if resources else 1
     mounts = _Mounts()
     training = mounts.data("training", spec.dataset.training, "train.jsonl")
     validation = mounts.data("validation", spec.dataset.validation, "validation.jsonl")
-    base = parse_pvc_uri(spec.base_model)
+    base_model, adapter = _starting_point(spec, continue_from)
+    base = parse_pvc_uri(base_model)
     if base is not None:
         mounts.pvc("base-model", base.claim_name, BASE_MODEL_MOUNT, read_only=True)
     output = output_location(spec, name, settings)
     mounts.pvc("output", output.claim_name, OUTPUT_MOUNT, read_only=False)
+    adapter_path = None
+    if adapter is not None:
+        if _same_dir(adapter, output):
+            raise InvalidSpec(
+                f"spec.baseModel: the adapter of {spec.base_model} is in this job's output "
+                f"directory ({output.claim_name}:{output.path}); name the job differently"
+            )
+        if adapter.claim_name == output.claim_name:
+            # One volume: a claim mounted twice, read-only and writable, may not attach.
+            adapter_path = inside(OUTPUT_MOUNT, adapter.path)
+        else:
+            mounts.pvc("adapter", adapter.claim_name, ADAPTER_MOUNT, read_only=True)
+            adapter_path = inside(ADAPTER_MOUNT, adapter.path)
     config = TrainerConfig(
         name=name,
         namespace=namespace,
@@ -198,6 +219,8 @@ def build_training_job(
         training_path=training,
         validation_path=validation,
         base_model_path=inside(BASE_MODEL_MOUNT, base.path) if base else None,
+        base_model_id=base_model if continue_from is not None and base is None else None,
+        adapter_path=adapter_path,
         output_dir=inside(OUTPUT_MOUNT, output.path),
         processes=max(gpus, 1),
         progress_url=f"{settings.progress_url}/v1/namespaces/{namespace}/finetunejobs/{name}/report",
@@ -322,14 +345,39 @@ def build_training_job(
     }
 
 
+def _starting_point(
+    spec: FineTuneJobSpec, continue_from: FineTunedModelSpec | None
+) -> tuple[str, PvcSource | None]:
+    """The base model (never model://) and the adapter to train further, if any."""
+    if not spec.base_model.startswith(MODEL_SCHEME):
+        return spec.base_model, None
+    if continue_from is None:
+        raise InvalidSpec(f"spec.baseModel: {spec.base_model} was not resolved")
+    if continue_from.source.pvc is None or continue_from.base_model.startswith(MODEL_SCHEME):
+        raise InvalidSpec(
+            f"spec.baseModel: {spec.base_model} is not an adapter on a PVC over a base model"
+        )
+    return continue_from.base_model, continue_from.source.pvc
+
+
+def _same_dir(a: PvcSource, b: PvcSource) -> bool:
+    return a.claim_name == b.claim_name and inside("/", a.path) == inside("/", b.path)
+
+
 def build_finetuned_model(
-    *, job_name: str, namespace: str, spec: FineTuneJobSpec, settings: LocalSettings
+    *,
+    job_name: str,
+    namespace: str,
+    spec: FineTuneJobSpec,
+    settings: LocalSettings,
+    base_model: str | None = None,
 ) -> Manifest:
     """The FineTunedModel a succeeded local job registers. Deliberately not owned by the
-    job: deleting the job's record keeps the model."""
+    job: deleting the job's record keeps the model. `base_model` is the resolved base
+    (status.resolvedBaseModel) when it differs from spec.baseModel (model://...)."""
     source = output_location(spec, job_name, settings)
     model = FineTunedModelSpec(
-        base_model=spec.base_model,
+        base_model=base_model or spec.base_model,
         source={"pvc": source},
         source_job=job_name,
     )
@@ -521,4 +569,21 @@ def build_cleanup_job(
                 },
             },
         },
+    }
+
+
+def finetuned_model_manifest(
+    *, name: str, namespace: str, job_name: str, spec: FineTunedModelSpec
+) -> Manifest:
+    """A FineTunedModel registered by job `job_name` (either backend). Deliberately not
+    owned by the job: deleting the job's record keeps the model."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "FineTunedModel",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {**MANAGED_BY, FINETUNEJOB_LABEL: job_name},
+        },
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
