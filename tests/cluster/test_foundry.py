@@ -14,6 +14,7 @@ import http.server
 import json
 import signal
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
@@ -631,3 +632,87 @@ def test_missing_url_fails_naming_the_field(
     assert cond["reason"] == "InvalidInput"
     assert "spec.dataset.validation" in cond["message"]
     assert "HTTP 404" in cond["message"]
+
+
+def test_azure_refusing_model_deletion_blocks_it_until_the_endpoint_goes(
+    cluster: ControlPlane, namespace: str, azure_fake: AzureFake, foundry_operator: OperatorProcess
+) -> None:
+    from kubetune.backends.foundry import WorkspaceRef
+    from kubetune.backends.foundry.client import build_credential, connect
+
+    assert apply(cluster, foundry_job(azure_fake), namespace).returncode == 0
+    wait_for("model", lambda: status_of(cluster, namespace, "ftj", "xbox").get("model"), 90)
+    wait_phase(cluster, namespace, "ftm", "xbox", "Ready")
+    model_id = get(cluster, "ftm", "xbox", "-n", namespace)["spec"]["source"]["azureModelId"]
+    # An endpoint made outside kubetune (in the portal, say) serves the model.
+    ws = azure_fake.state.workspace
+    client = connect(
+        WorkspaceRef(ws.subscription_id, ws.resource_group, ws.name), build_credential()
+    )
+    client.create_endpoint("portal-made", model_id, location=ws.location)
+    cluster.kubectl(
+        "patch",
+        "ftm",
+        "xbox",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"deletionPolicy": "Delete"}}',
+    )
+    cluster.kubectl("delete", "ftm", "xbox", "-n", namespace, "--wait=false")
+    blocked = wait_phase(cluster, namespace, "ftm", "xbox", "DeletionBlocked")
+    cond = condition(blocked, "DeletionBlocked")
+    assert cond["reason"] == "AzureDeploymentsExist"
+    assert "serverless endpoint still serves it" in cond["message"]
+    warnings = [e for e in events_of(cluster, namespace, "xbox") if e["type"] == "Warning"]
+    assert "DeletionBlocked" in [e["reason"] for e in warnings]
+    time.sleep(3)  # blocked: retried at the poll interval (1 s here), not in a busy loop
+    assert len(azure_fake.calls("model.delete")) <= 6
+    with azure_fake.state.lock:
+        azure_fake.state.endpoints.pop("portal-made", None)
+    wait_for("model gone", lambda: get(cluster, "ftm", "xbox", "-n", namespace) is None, 90)
+    assert [r.status for r in azure_fake.calls("model.delete")][-1] in (200, 204)
+
+
+def test_sas_secret_without_its_key_fails_naming_it(
+    cluster: ControlPlane, namespace: str, azure_fake: AzureFake, foundry_operator: OperatorProcess
+) -> None:
+    cluster.kubectl(
+        "create", "secret", "generic", "data-sas", "-n", namespace, "--from-literal=other=x"
+    )
+    job = foundry_job(azure_fake)
+    job["spec"]["dataset"]["training"] = {
+        "azureBlob": {
+            "accountUrl": "https://kubetunefake.blob.fake.invalid",
+            "container": "data",
+            "blob": "train.jsonl",
+            "sasTokenSecretRef": {"name": "data-sas", "key": "sas"},
+        }
+    }
+    assert apply(cluster, job, namespace).returncode == 0
+    failed = wait_phase(cluster, namespace, "ftj", "xbox", "Failed")
+    assert condition(failed, "Failed")["reason"] == "InvalidInput"
+    assert "Secret data-sas has no key sas" in condition(failed, "Failed")["message"]
+    assert condition(failed, "DataReady")["reason"] == "InvalidInput"
+
+
+def test_foundry_deployment_of_a_local_model_fails_clearly(
+    cluster: ControlPlane, namespace: str, azure_fake: AzureFake, foundry_operator: OperatorProcess
+) -> None:
+    model = {
+        "apiVersion": API,
+        "kind": "FineTunedModel",
+        "metadata": {"name": "local-adapter"},
+        "spec": {
+            "baseModel": "microsoft/Phi-3-mini-4k-instruct",
+            "source": {"pvc": {"claimName": "models", "path": "adapters/x"}},
+        },
+    }
+    assert apply(cluster, model, namespace).returncode == 0
+    assert apply(cluster, foundry_deployment("d", "local-adapter"), namespace).returncode == 0
+    failed = wait_phase(cluster, namespace, "mdep", "d", "Failed")
+    cond = condition(failed, "Available")
+    assert cond["reason"] == "NotAnAzureModel"
+    assert "local-adapter is not an Azure model" in cond["message"]
+    assert not azure_fake.calls("endpoint.put")

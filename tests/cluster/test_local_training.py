@@ -466,3 +466,28 @@ def test_metrics_follow_the_jobs(cluster, namespace, operator, training_data, ou
     assert 'kubetune_spec_failures_total{kind="FineTuneJob",reason="InvalidSpec"} 1.0' in text
     assert report(operator.port, namespace, "m", None, {})[0] == 401
     assert 'kubetune_trainer_reports_total{status="401"} 1.0' in metrics()
+
+
+def test_a_foreign_job_with_the_same_name_fails_the_finetunejob(
+    cluster, namespace, operator, training_data, output_pvc
+):
+    foreign = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "xbox"},
+        "spec": {
+            "suspend": True,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "busybox", "command": ["true"]}],
+                }
+            },
+        },
+    }
+    assert apply(cluster, foreign, namespace).returncode == 0
+    apply(cluster, make_finetunejob("xbox"), namespace)
+    failed = wait_phase(cluster, namespace, "Failed")
+    (cond,) = [c for c in failed["conditions"] if c["type"] == "Failed"]
+    assert cond["reason"] == "JobNameTaken"
+    assert "exists and is not this job's" in cond["message"]

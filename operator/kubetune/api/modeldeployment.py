@@ -57,7 +57,18 @@ class FoundryServing(KubeModel):
         description="Serverless endpoint name; derived from the deployment's name when omitted.",
     )
     content_safety: bool = Field(
-        default=True, description="Azure AI content safety filtering on the endpoint."
+        default=True,
+        description=(
+            "Azure AI content safety filtering on the endpoint. Always on: Azure's API for "
+            "serverless endpoints cannot turn it off (the Foundry portal can)."
+        ),
+        json_schema_extra=rules(
+            (
+                "self == true",
+                "content safety cannot be turned off through Azure's API for serverless "
+                "endpoints; turn it off in the Foundry portal",
+            )
+        ),
     )
 
 

@@ -110,7 +110,12 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             try:
                 await delete_azure_model(memo, obj)
             except ModelInUse as e:
-                recheck_later(memo, namespace, name, e.retry_after)
+                recheck_later(
+                    memo,
+                    namespace,
+                    name,
+                    min(e.retry_after, memo.foundry_settings.max_poll_interval),
+                )
                 return
         source = spec.source.pvc
         if spec.deletion_policy is DeletionPolicy.DELETE and source is not None and not terminating:

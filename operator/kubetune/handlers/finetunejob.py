@@ -217,9 +217,9 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                     if not any(
                         r.get("uid") == uid for r in job["metadata"].get("ownerReferences") or []
                     ):
-                        raise kopf.PermanentError(
-                            f"a Job named {name} exists and is not this job's"
-                        )
+                        message = f"a Job named {name} exists and is not this job's; rename one"
+                        await fail(memo, namespace, name, "JobNameTaken", message)
+                        raise kopf.PermanentError(message)
 
                     def record(_: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
                         return old.model_copy(update={"job_name": name})

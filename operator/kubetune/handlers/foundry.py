@@ -36,7 +36,11 @@ from kubetune.api.finetunejob import (
     FoundryJobStatus,
 )
 from kubetune.api.kinds import FINETUNEDMODEL, FINETUNEJOB, MODELDEPLOYMENT
-from kubetune.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from kubetune.api.modeldeployment import (
+    ModelDeploymentPhase,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
 from kubetune.backends.foundry import (
     TERMINAL as AZURE_TERMINAL,
 )
@@ -56,7 +60,6 @@ from kubetune.backends.foundry import (
     serverless_model_id,
 )
 from kubetune.backends.foundry.datasets import (
-    InvalidData,
     StagedData,
     describe,
     read_source,
@@ -70,9 +73,10 @@ from kubetune.handlers.errors import RETRY_BACKOFF, kopf_errors
 from kubetune.handlers.finetunejob import fail, register_model
 from kubetune.k8s import Obj, path
 from kubetune.metrics import observe_reconcile
-from kubetune.reconcile.finetunedmodel import BLOCKED, blocked_status
+from kubetune.reconcile.finetunedmodel import AZURE_BLOCKED, BLOCKED, blocked_status
 from kubetune.reconcile.finetunejob import TERMINAL, Observed, next_status
 from kubetune.reconcile.foundry import endpoint_status, foundry_hyperparameters, observe_azure_job
+from kubetune.reconcile.modeldeployment import with_phase
 from kubetune.settings import FoundrySettings
 
 log = logging.getLogger(__name__)
@@ -250,17 +254,37 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
             if info is None:
                 return None
         else:
-            client = await memo.foundry.client(namespace, spec.workspace)
-            if spec.suspend and azure.status not in AZURE_TERMINAL | {"CancelRequested"}:
-                await memo.foundry.call(client.cancel_job, azure.job_name)
-                kopf.info(
-                    obj,
-                    reason="Cancelling",
-                    message=f"spec.suspend is true: cancelling Azure job {azure.job_name} "
-                    "(Azure jobs cannot be paused)",
+            try:
+                info = await poll_job(memo, obj, spec, azure.job_name, cancel=spec.suspend)
+            except AzureAuthFailed as e:  # e.g. the role was revoked while the job ran
+                await set_job_condition(
+                    memo, namespace, name, WORKSPACE_READY, False, "AzureAuthFailed", str(e)
                 )
-            info = await memo.foundry.call(client.get_job, azure.job_name)
+                raise NotReady(
+                    str(e), retry_after=min(AUTH_RETRY, settings.max_poll_interval)
+                ) from e
+            except (InvalidSpec, BackendRejected) as e:  # e.g. the job vanished on Azure
+                await fail(memo, namespace, name, "AzureRejected", str(e))
+                return None
         return await follow(memo, obj, spec, azure, info)
+
+    async def poll_job(
+        memo: kopf.Memo, obj: Obj, spec: FineTuneJobSpec, job_name: str, *, cancel: bool
+    ) -> JobInfo:
+        """The submitted job's state, cancelling it first when asked (suspend)."""
+        assert spec.workspace is not None
+        client = await memo.foundry.client(obj["metadata"]["namespace"], spec.workspace)
+        status = (obj.get("status") or {}).get("foundry", {}).get("status")
+        if cancel and status not in AZURE_TERMINAL | {"CancelRequested"}:
+            await memo.foundry.call(client.cancel_job, job_name)
+            kopf.info(
+                obj,
+                reason="Cancelling",
+                message=f"spec.suspend is true: cancelling Azure job {job_name} "
+                "(Azure jobs cannot be paused)",
+            )
+        info: JobInfo = await memo.foundry.call(client.get_job, job_name)
+        return info
 
     async def submit(
         memo: kopf.Memo, obj: Obj, spec: FineTuneJobSpec, uid: str, job_name: str
@@ -309,7 +333,12 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         )
         try:
             staged = await stage_data(memo, namespace, spec, uid)
-        except InvalidData as e:
+        except AzureAuthFailed as e:  # reading an Azure blob with the workspace identity
+            await set_job_condition(
+                memo, namespace, name, DATA_READY, False, "AzureAuthFailed", str(e)
+            )
+            raise NotReady(str(e), retry_after=min(AUTH_RETRY, settings.max_poll_interval)) from e
+        except (InvalidSpec, BackendRejected) as e:  # bad data, a missing blob or Secret key
             await set_job_condition(
                 memo, namespace, name, DATA_READY, False, "InvalidInput", str(e)
             )
@@ -509,10 +538,13 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         ready_model = (model or {}).get("status", {}).get("phase") in ("Ready", "InUse")
         if model_spec is not None and ready_model:
             if model_spec.source.azure_model_id is None or model_spec.workspace is None:
-                raise kopf.PermanentError(
-                    f"FineTunedModel {model_name} is not an Azure model: "
-                    "backend foundry serves models registered on Azure"
+                await not_servable(
+                    memo,
+                    obj,
+                    f"FineTunedModel {model_name} is not an Azure model: backend foundry "
+                    "serves models registered on Azure (use backend local for adapters)",
                 )
+                return None
             client = await memo.foundry.client(namespace, model_spec.workspace)
             endpoint = await memo.foundry.call(client.get_endpoint, target)
             if endpoint is None and previous not in ("Succeeded", "Missing"):
@@ -552,6 +584,26 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         ready = change.new.phase is not None and change.new.phase.value == "Ready"
         cap = settings.endpoint_check_interval if ready else settings.max_poll_interval
         return change.old != change.new, cap
+
+    async def not_servable(memo: kopf.Memo, obj: Obj, message: str) -> None:
+        def fold(current: Obj, old: ModelDeploymentStatus) -> ModelDeploymentStatus:
+            return with_phase(
+                old,
+                ModelDeploymentPhase.FAILED,
+                "Available",
+                False,
+                "NotAnAzureModel",
+                message,
+                generation=int(current["metadata"].get("generation", 1)),
+                now=datetime.now(UTC),
+            )
+
+        meta = obj["metadata"]
+        change = await memo.status.update(
+            MODELDEPLOYMENT.plural, meta["namespace"], meta["name"], ModelDeploymentStatus, fold
+        )
+        if change is not None:
+            post_transition(change, "NotAnAzureModel", message)
 
     async def write_key_secret(memo: kopf.Memo, obj: Obj, keys: EndpointKeys) -> str:
         """The endpoint's keys in a Secret owned by the deployment (re-written if rotated)."""
@@ -641,7 +693,7 @@ async def delete_azure_model(memo: kopf.Memo, obj: Obj) -> None:
         )
 
         def fold(_: Obj, old: FineTunedModelStatus) -> FineTunedModelStatus:
-            return blocked_status(old, "AzureDeploymentsExist", message, now=datetime.now(UTC))
+            return blocked_status(old, AZURE_BLOCKED, message, now=datetime.now(UTC))
 
         change = await memo.status.update(
             FINETUNEDMODEL.plural, namespace, name, FineTunedModelStatus, fold

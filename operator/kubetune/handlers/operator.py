@@ -65,6 +65,7 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
         memo.status = StatusWriter(memo.kube)
         memo.phases = {}
         memo.foundry = Connections(memo.kube)
+        memo.foundry_settings = options.foundry
         memo.nudges = {}
         memo.rechecks = {}
         memo.background = set()

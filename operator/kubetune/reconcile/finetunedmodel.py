@@ -10,6 +10,8 @@ from kubetune.api.finetunedmodel import FineTunedModelPhase, FineTunedModelStatu
 from kubetune.conditions import set_condition
 
 BLOCKED = "DeletionBlocked"
+# The condition reason while Azure refuses to delete the model (an endpoint serves it).
+AZURE_BLOCKED = "AzureDeploymentsExist"
 
 
 def blocked_message(users: list[str]) -> str:
@@ -40,6 +42,12 @@ def usage_status(
 ) -> FineTunedModelStatus:
     """Status for the model's current deployments (pure)."""
     update: dict[str, Any] = {"deployments": users or None}
+    blocked_elsewhere = any(
+        c.type == BLOCKED and c.status == ConditionStatus.TRUE and c.reason == AZURE_BLOCKED
+        for c in old.conditions
+    )
+    if deleting and not users and blocked_elsewhere:
+        return old.model_copy(update=update)  # only a retry of the Azure deletion unblocks it
     if deleting:
         if users:
             blocked = blocked_status(old, "DeploymentsExist", blocked_message(users), now=now)

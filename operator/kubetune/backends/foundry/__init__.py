@@ -179,7 +179,7 @@ def serverless_model_id(ws: WorkspaceInfo, name: str, version: str) -> str:
 def operation_of(method: str, url: str) -> str:
     """A low-cardinality name for an Azure request: the method and the path's collections.
 
-    `PUT .../workspaces/ws/jobs/kubetune-1/cancel` is "PUT jobs/cancel"; names of jobs,
+    `POST .../workspaces/ws/jobs/kubetune-1/cancel` is "POST jobs/cancel"; names of jobs,
     models and endpoints are dropped, so /metrics has one series per kind of call.
     """
     parts = [p for p in urlsplit(url).path.split("/") if p]
