@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kubetune.api.common import FoundryWorkspace
 from kubetune.settings import FoundrySettings, LocalSettings
 
 
@@ -54,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
                 poll_interval=args.foundry_poll_interval,
                 max_poll_interval=max(args.foundry_poll_interval, args.foundry_max_poll_interval),
                 endpoint_check_interval=args.foundry_endpoint_check_interval,
+                workspace=_default_workspace(args),
             ),
             namespaces=tuple(args.namespace),
             http_host=args.http_host,
@@ -117,6 +119,18 @@ def _validate_data(args: argparse.Namespace) -> int:
             verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
             print(f"{path}: {kind}, {report.examples} example(s), {verdict}")
     return 0 if ok else dv.BAD_INPUT_EXIT_CODE
+
+
+def _default_workspace(args: argparse.Namespace) -> FoundryWorkspace | None:
+    parts = (args.foundry_subscription_id, args.foundry_resource_group, args.foundry_workspace)
+    if not any(parts):
+        return None
+    if not all(parts):
+        raise SystemExit(
+            "kubetune run: --foundry-subscription-id, --foundry-resource-group and "
+            "--foundry-workspace go together"
+        )
+    return FoundryWorkspace(subscription_id=parts[0], resource_group=parts[1], name=parts[2])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,6 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         help="seconds between checks that a Ready serverless endpoint still exists (600)",
     )
+    for flag, what in (
+        ("subscription-id", "subscription"),
+        ("resource-group", "resource group"),
+        ("workspace", "workspace (Foundry project)"),
+    ):
+        env = "KUBETUNE_FOUNDRY_" + flag.upper().replace("-", "_")
+        run.add_argument(
+            f"--foundry-{flag}",
+            default=os.environ.get(env) or None,
+            help=f"Azure {what} of foundry jobs without spec.workspace",
+        )
     run.set_defaults(func=_run)
 
     dev = sub.add_parser("dev", help="a local control plane with the operator and the examples")

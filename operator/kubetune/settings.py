@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from kubetune.api.common import FoundryWorkspace
+
 
 class LogFormat(StrEnum):
     TEXT = "text"
@@ -41,6 +43,8 @@ class FoundrySettings:
     """Seconds between checks that a Ready serverless endpoint still exists on Azure."""
     staging_dir: str = "/tmp/kubetune-foundry"
     """Where training data is staged for upload (an emptyDir in the chart)."""
+    workspace: FoundryWorkspace | None = None
+    """The workspace of foundry jobs that name none (the chart's foundry.workspace)."""
 
 
 @dataclass(frozen=True)

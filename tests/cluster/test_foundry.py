@@ -716,3 +716,60 @@ def test_foundry_deployment_of_a_local_model_fails_clearly(
     assert cond["reason"] == "NotAnAzureModel"
     assert "local-adapter is not an Azure model" in cond["message"]
     assert not azure_fake.calls("endpoint.put")
+
+
+def test_missing_workspace_is_reported_before_anything_is_sent(
+    cluster: ControlPlane, namespace: str, azure_fake: AzureFake, foundry_operator: OperatorProcess
+) -> None:
+    azure_fake.inject("workspace.get", Fault.not_found(), times=None)
+    assert apply(cluster, foundry_job(azure_fake), namespace).returncode == 0
+    reported = wait_for(
+        "WorkspaceNotFound",
+        lambda: (
+            (s := status_of(cluster, namespace, "ftj", "xbox"))
+            and condition(s, "WorkspaceReady").get("reason") == "WorkspaceNotFound"
+            and s
+        ),
+    )
+    assert azure_fake.state.workspace.name in condition(reported, "WorkspaceReady")["message"]
+    assert reported["phase"] == "Validating"
+    assert not azure_fake.calls("job.put")
+
+
+@pytest.mark.parametrize("defaults", [True, False], ids=["operator-default", "none"])
+def test_job_without_a_workspace_uses_the_operators_default(
+    cluster: ControlPlane,
+    namespace: str,
+    azure_fake: AzureFake,
+    workload_identity: WorkloadIdentity,
+    tmp_path: Path,
+    defaults: bool,
+) -> None:
+    ws = azure_fake.state.workspace
+    flags = (
+        f"--foundry-subscription-id={ws.subscription_id}",
+        f"--foundry-resource-group={ws.resource_group}",
+        f"--foundry-workspace={ws.name}",
+    )
+    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "00-xbox-data.yaml"))
+    op = OperatorProcess(
+        cluster,
+        tmp_path / "operator.log",
+        ("--namespace", namespace, *FAST_POLLS, *(flags if defaults else ())),
+    )
+    op.start()
+    try:
+        job = foundry_job(azure_fake)
+        del job["spec"]["workspace"]
+        assert apply(cluster, job, namespace).returncode == 0
+        if defaults:
+            wait_for("model", lambda: status_of(cluster, namespace, "ftj", "xbox").get("model"), 90)
+            model = get(cluster, "ftm", "xbox", "-n", namespace)
+            assert model["spec"]["workspace"]["name"] == ws.name
+        else:
+            failed = wait_phase(cluster, namespace, "ftj", "xbox", "Failed")
+            assert condition(failed, "Failed")["reason"] == "InvalidSpec"
+            assert "no Azure workspace" in condition(failed, "Failed")["message"]
+            assert not azure_fake.requests
+    finally:
+        op.stop()

@@ -81,6 +81,12 @@ def test_crds_can_be_left_out_or_not_kept(helm):
         ),
         pytest.param(("--set", "crds.enabled=yes"), "got string, want boolean", id="wrong-type"),
         pytest.param(("--set", "logFormat=xml"), "value must be one of", id="bad-enum"),
+        pytest.param(
+            ("--set", "foundry.workspace.name=ml-eastus2"),
+            "foundry.workspace needs subscriptionId, resourceGroup and name together",
+            id="partial-foundry-workspace",
+        ),
+        pytest.param(("--set", "foundry.pollInterval=0"), "exclusiveMinimum", id="zero-poll"),
     ],
 )
 def test_values_schema_rejects_mistakes(helm, args, message):

@@ -162,10 +162,6 @@ class FineTuneJobSpec(KubeModel):
     model_config = ConfigDict(
         json_schema_extra=rules(
             (
-                "self.backend != 'foundry' || has(self.workspace)",
-                "backend foundry requires spec.workspace (subscriptionId, resourceGroup, name)",
-            ),
-            (
                 "self.backend != 'foundry' || self.quantization == 'none'",
                 "quantization is only available with backend local",
             ),
@@ -288,7 +284,11 @@ class FineTuneJobSpec(KubeModel):
         description="Seconds the training may run before it fails with DeadlineExceeded.",
     )
     workspace: FoundryWorkspace | None = Field(
-        default=None, description="Azure AI Foundry workspace (backend foundry)."
+        default=None,
+        description=(
+            "Azure AI Foundry workspace (backend foundry); defaults to the operator's "
+            "(the Helm chart's foundry.workspace)."
+        ),
     )
 
 

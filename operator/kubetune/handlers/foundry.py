@@ -189,6 +189,12 @@ async def observe(
 
 
 def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None:
+    def with_workspace(spec: FineTuneJobSpec) -> FineTuneJobSpec:
+        """The spec with the operator's default workspace where it names none."""
+        if spec.workspace is not None or settings.workspace is None:
+            return spec
+        return spec.model_copy(update={"workspace": settings.workspace})
+
     # --- FineTuneJob ---------------------------------------------------------------------
     @kopf.daemon(
         *FTJ,
@@ -223,8 +229,17 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         unregistered = status.phase is FineTuneJobPhase.SUCCEEDED and status.model is None
         if status.phase in TERMINAL and not unregistered:
             return None
-        spec = FineTuneJobSpec.model_validate(obj["spec"])
-        assert spec.workspace is not None  # the CRD requires it for backend foundry
+        spec = with_workspace(FineTuneJobSpec.model_validate(obj["spec"]))
+        if spec.workspace is None:
+            await fail(
+                memo,
+                namespace,
+                name,
+                "InvalidSpec",
+                "no Azure workspace: set spec.workspace, or the operator's default "
+                "(the Helm chart's foundry.workspace)",
+            )
+            return None
         azure = status.foundry or FoundryJobStatus()
         if azure.job_name is None:
             # Recorded before any Azure call: every later attempt asks about this name.
@@ -475,8 +490,9 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         azure = FoundryJobStatus.model_validate(status.get("foundry") or {})
         if azure.job_name is None or azure.status in AZURE_TERMINAL:
             return
-        parsed = FineTuneJobSpec.model_validate(dict(spec))
-        assert parsed.workspace is not None
+        parsed = with_workspace(FineTuneJobSpec.model_validate(dict(spec)))
+        if parsed.workspace is None:
+            return  # nothing was ever submitted
         with observe_reconcile(FINETUNEJOB.kind, "foundry-cancel"), kopf_errors():
             try:
                 client = await memo.foundry.client(namespace, parsed.workspace)
