@@ -93,7 +93,7 @@ def test_events_are_posted(cluster, operator, namespace):
     assert events[0]["message"] == "Phase is now Pending"
 
 
-def test_health_and_metrics(cluster, operator, namespace):
+def test_health_and_metrics(cluster, operator, namespace, training_data):
     cluster.kubectl(
         "apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml")
     )
