@@ -552,9 +552,10 @@ async def drive(bench: Bench, run: Run, concurrency: int, timeout: float) -> Non
         log(f"{ns}: timed out: {len(run.pod_seen)} pods, {len(run.done)} succeeded")
     finally:
         stop.set()
-        for task in watches:
+        pending = [*watches, *tasks]  # after a timeout or Ctrl-C, pods may still be ending
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*watches, *tasks, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -569,9 +570,10 @@ class Audit:
     path: Path
     offset: int = 0
 
-    def read(self, user: str) -> list[tuple[float, str]]:
-        """(request time, verb) of each request by `user` logged since the last read."""
-        seen: dict[str, tuple[float, str]] = {}
+    def read(self, user: str) -> list[tuple[float, str, str]]:
+        """(request time, verb, resource) of each request by `user` logged since the last
+        read."""
+        seen: dict[str, tuple[float, str, str]] = {}
         with self.path.open("rb") as f:
             f.seek(self.offset)
             data = f.read()
@@ -582,15 +584,17 @@ class Audit:
             if event["user"]["username"] != user:
                 continue
             stamp = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
-            seen.setdefault(event["auditID"], (stamp.timestamp(), event["verb"]))
+            resource = (event.get("objectRef") or {}).get("resource", "")
+            seen.setdefault(event["auditID"], (stamp.timestamp(), event["verb"], resource))
         return list(seen.values())
 
 
-def by_verb(requests: list[tuple[float, str]], per: int) -> dict[str, float]:
-    counts = Counter(verb for _, verb in requests)
+def by_verb(requests: list[tuple[float, str, str]], per: int) -> dict[str, float]:
+    counts = Counter(verb for _, verb, _ in requests)
     out = {verb: counts.get(verb, 0) / per for verb in VERBS}
     out["total"] = len(requests) / per
     out["writes"] = sum(c for v, c in counts.items() if v in WRITES) / per
+    out["event writes"] = sum(1 for _, v, r in requests if v in WRITES and r == "events") / per
     return out
 
 
@@ -640,7 +644,7 @@ async def measure(bench: Bench, ctl: Controller, n: int, args: argparse.Namespac
         f["restart to idle s"] = quiet - restart.spawned
         relist = audit.read(user)
         f["restart requests"] = len(relist)
-        f["restart writes"] = sum(1 for _, verb in relist if verb in WRITES)
+        f["restart writes"] = sum(1 for _, verb, _ in relist if verb in WRITES)
         f["restart rss MB"] = restart.memory("VmRSS")
     finally:
         proc.stop()
@@ -664,6 +668,7 @@ ROWS = (
     ("rss MB/1k obj", "{:.1f}", "(settled RSS - idle RSS) per 1,000 jobs"),
     ("api total/job", "{:.2f}", "controller's API requests per job (audit log)"),
     ("api writes/job", "{:.2f}", "of which writes (create/update/patch/delete)"),
+    ("api event writes/job", "{:.2f}", "of the writes, Events posted"),
     *((f"api {v}/job", "{:.2f}", f"  {v}") for v in VERBS),
     ("apiserver_request_total/job", "{:.1f}", "all clients' requests per job (metric delta)"),
     ("restart to idle s", "{:.1f}", "restart with N done jobs: spawn -> idle"),
@@ -696,14 +701,15 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-PEER_CONFIGS = {
-    "equal": lambda threads: (
-        "--kube-api-qps=-1",
-        "--kube-api-burst=0",
-        f"--controller-threads={threads}",
-    ),
-    "defaults": lambda _: ("--kube-api-qps=20", "--kube-api-burst=30", "--controller-threads=1"),
-}
+PEER_CONFIGS = ("equal", "defaults")
+
+
+def peer_args(config: str, threads: int) -> tuple[str, ...]:
+    """The peer's flags: "equal" turns client-go's rate limiter off, as Kopf has none,
+    with `threads` workers; "defaults" is upstream's (20 QPS, burst 30, 1 worker)."""
+    if config == "equal":
+        return ("--kube-api-qps=-1", "--kube-api-burst=0", f"--controller-threads={threads}")
+    return ("--kube-api-qps=20", "--kube-api-burst=30", "--controller-threads=1")
 
 
 async def bench_all(args: argparse.Namespace, workdir: Path) -> list[Run]:
@@ -717,8 +723,7 @@ async def bench_all(args: argparse.Namespace, workdir: Path) -> list[Run]:
         ) as session:
             bench.session = session
             controllers = [Controller("kubetune")] + [
-                Controller(f"peer-{c}", PEER_CONFIGS[c](args.peer_threads))
-                for c in args.peer_config
+                Controller(f"peer-{c}", peer_args(c, args.peer_threads)) for c in args.peer_config
             ]
             for n in args.n:
                 for ctl in controllers:
@@ -735,7 +740,7 @@ async def bench_all(args: argparse.Namespace, workdir: Path) -> list[Run]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--peer-config", nargs="*", choices=sorted(PEER_CONFIGS), default=["equal"])
+    parser.add_argument("--peer-config", nargs="*", choices=PEER_CONFIGS, default=["equal"])
     parser.add_argument("--peer-threads", type=int, default=16, help="peer workers when equal")
     parser.add_argument("--concurrency", type=int, default=100, help="requests in flight")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per wait")

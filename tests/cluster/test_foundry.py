@@ -107,6 +107,12 @@ def foundry_deployment(name: str, model: str) -> dict[str, Any]:
     }
 
 
+def delete_azure_model_with_it(cluster: ControlPlane, namespace: str, model: str) -> None:
+    """deletionPolicy: Delete, so deleting the FineTunedModel deletes the Azure model too."""
+    patch = '{"spec": {"deletionPolicy": "Delete"}}'
+    cluster.kubectl("patch", "ftm", model, "-n", namespace, "--type=merge", "-p", patch)
+
+
 def status_of(cluster: ControlPlane, namespace: str, kind: str, name: str) -> dict[str, Any]:
     obj = get(cluster, kind, name, "-n", namespace)
     return (obj or {}).get("status") or {}
@@ -190,16 +196,7 @@ def test_job_model_and_endpoint_on_azure_with_the_deletion_rule(
     assert model["spec"]["source"] == {"azureModelId": model_id}
     assert model["spec"]["workspace"]["name"] == azure_fake.state.workspace.name
     wait_phase(cluster, namespace, "ftm", "xbox", "Ready")
-    cluster.kubectl(
-        "patch",
-        "ftm",
-        "xbox",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec": {"deletionPolicy": "Delete"}}',
-    )
+    delete_azure_model_with_it(cluster, namespace, "xbox")
 
     # A serverless endpoint, its key in a Secret the deployment owns (never in status).
     deployment = foundry_deployment("xbox-endpoint", "xbox")
@@ -650,16 +647,7 @@ def test_azure_refusing_model_deletion_blocks_it_until_the_endpoint_goes(
         WorkspaceRef(ws.subscription_id, ws.resource_group, ws.name), build_credential()
     )
     client.create_endpoint("portal-made", model_id, location=ws.location)
-    cluster.kubectl(
-        "patch",
-        "ftm",
-        "xbox",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec": {"deletionPolicy": "Delete"}}',
-    )
+    delete_azure_model_with_it(cluster, namespace, "xbox")
     cluster.kubectl("delete", "ftm", "xbox", "-n", namespace, "--wait=false")
     blocked = wait_phase(cluster, namespace, "ftm", "xbox", "DeletionBlocked")
     cond = condition(blocked, "DeletionBlocked")

@@ -11,7 +11,13 @@ from kubetune.api.common import Condition, ConditionStatus
 from kubetune.api.finetunejob import FineTuneJobPhase, FineTuneJobStatus, Metrics, Progress
 from kubetune.conditions import find_condition
 from kubetune.datavalidation import BAD_INPUT_EXIT_CODE
-from kubetune.reconcile.finetunejob import Observed, merge_report, next_status, observe_training
+from kubetune.reconcile.finetunejob import (
+    Observed,
+    is_settled,
+    merge_report,
+    next_status,
+    observe_training,
+)
 
 Phase = FineTuneJobPhase
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -679,3 +685,17 @@ def test_lifecycle_phases_never_go_back(old, seen, want):
     if want is not Phase.PENDING:  # the kept phase's condition tells what happens now
         (current,) = [c for c in new.conditions if c.type == want]
         assert (current.status, current.message) == ("True", "Pod xbox-aaaaa is starting.")
+
+
+@pytest.mark.parametrize(
+    ("status", "generation", "want"),
+    [
+        pytest.param({"phase": "Succeeded", "observedGeneration": 2}, 2, True, id="done"),
+        pytest.param({"phase": "Failed", "observedGeneration": 1}, 1, True, id="failed"),
+        pytest.param({"phase": "Succeeded", "observedGeneration": 1}, 2, False, id="spec-changed"),
+        pytest.param({"phase": "Running", "observedGeneration": 1}, 1, False, id="running"),
+        pytest.param({}, 1, False, id="new"),
+    ],
+)
+def test_is_settled(status: dict, generation: int, want: bool):
+    assert is_settled({"generation": generation}, status) is want

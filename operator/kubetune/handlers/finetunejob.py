@@ -32,7 +32,13 @@ from kubetune.handlers.errors import RETRY_BACKOFF, kopf_errors
 from kubetune.handlers.status import StatusWriter
 from kubetune.k8s import Obj
 from kubetune.metrics import FAILURES, JOBS_BY_PHASE, observe_reconcile
-from kubetune.reconcile.finetunejob import TERMINAL, Observed, next_status, observe_training
+from kubetune.reconcile.finetunejob import (
+    TERMINAL,
+    Observed,
+    is_settled,
+    next_status,
+    observe_training,
+)
 from kubetune.reconcile.inputs import (
     Resolved,
     Unusable,
@@ -175,11 +181,15 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         namespace: str,
         uid: str,
         labels: kopf.Labels,
+        meta: kopf.Meta,
+        status: kopf.Status,
         memo: kopf.Memo,
         training_jobs: kopf.Index[Any, Obj],
         training_pods: kopf.Index[Any, Obj],
         **_: Any,
     ) -> None:
+        if is_settled(meta, status):
+            return  # finished, and its spec is the accepted one (a restart's resume)
         with observe_reconcile(FINETUNEJOB.kind, "reconcile"), kopf_errors():
             # One read and one status write for accepting, resolving inputs, creating
             # the Job and recording it (status.py).

@@ -214,3 +214,10 @@ def merge_report(
     if metrics is not None:
         patch["metrics"] = metrics.model_dump(mode="json", by_alias=True, exclude_none=True)
     return patch
+
+
+def is_settled(metadata: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """A job that ended and whose current spec was already accepted: nothing is left
+    to do for it (an operator restart re-lists it without reading or writing it)."""
+    generation = metadata.get("generation", 1)
+    return status.get("phase") in TERMINAL and status.get("observedGeneration") == generation
