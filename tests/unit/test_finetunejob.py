@@ -1,16 +1,22 @@
-"""FineTuneJob status from the training Job and its pods (reconcile/finetunejob.py)."""
+"""FineTuneJob status from the training Job and its pods (reconcile/finetunejob.py), and
+the handler that folds it in on their events (handlers/finetunejob.py)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import kopf
 import pytest
 
 from kubetune.api.common import Condition, ConditionStatus
 from kubetune.api.finetunejob import FineTuneJobPhase, FineTuneJobStatus, Metrics, Progress
 from kubetune.conditions import find_condition
 from kubetune.datavalidation import BAD_INPUT_EXIT_CODE
+from kubetune.handlers import finetunejob as handlers
+from kubetune.handlers.status import StatusWriter
 from kubetune.reconcile.finetunejob import (
     Observed,
     is_settled,
@@ -18,6 +24,7 @@ from kubetune.reconcile.finetunejob import (
     next_status,
     observe_training,
 )
+from kubetune.settings import LocalSettings
 
 Phase = FineTuneJobPhase
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -699,3 +706,96 @@ def test_lifecycle_phases_never_go_back(old, seen, want):
 )
 def test_is_settled(status: dict, generation: int, want: bool):
     assert is_settled({"generation": generation}, status) is want
+
+
+# --- training Job and pod events (handlers) -------------------------------------------
+
+
+class CountingKube:
+    """The calls StatusWriter makes, against one accepted local FineTuneJob in memory."""
+
+    def __init__(self) -> None:
+        self.obj: dict[str, Any] = {
+            "metadata": {"name": "xbox", "namespace": NS, "uid": "ftj", "generation": 1},
+            "spec": {"backend": "local"},
+            "status": {"phase": "Queued"},
+        }
+        self.calls: list[str] = []
+
+    async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        self.calls.append("get")
+        return {**self.obj, "status": dict(self.obj["status"])}
+
+    async def patch_custom_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        self.calls.append("patch")
+        self.obj["status"].update(status)
+        return self.obj
+
+
+def handler(registry: kopf.OperatorRegistry, id_: str) -> Callable[..., Any]:
+    # Kopf has no public getter of a registry's handlers.
+    return next(h.fn for h in registry._watching.get_all_handlers() if h.id == id_)
+
+
+@pytest.fixture
+def child_events(monkeypatch: pytest.MonkeyPatch):
+    """(send a pod event with these pods, send the FineTuneJob's DELETED event, the Kube)."""
+    monkeypatch.setattr(kopf, "info", lambda *a, **k: None)  # no operator to post Events
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, LocalSettings())
+    on_pod, on_ftj = handler(registry, "training_pod_event"), handler(registry, "count_phases")
+    kube = CountingKube()
+    memo = kopf.Memo(kube=kube, status=StatusWriter(kube), phases={})  # type: ignore[arg-type]
+
+    def pod_event(*pods: dict) -> list[str]:
+        kube.calls.clear()
+        asyncio.run(
+            on_pod(
+                namespace=NS,
+                labels={"kubetune.io/finetunejob": "xbox"},
+                resource=kopf.Resource("", "v1", "pods"),
+                memo=memo,
+                training_jobs={(NS, "xbox"): [make_job(active=1)]},
+                training_pods={(NS, "xbox"): list(pods)},
+            )
+        )
+        return list(kube.calls)
+
+    def deleted() -> None:
+        event = {"type": "DELETED", "object": kube.obj}
+        asyncio.run(on_ftj(event=event, body=kube.obj, memo=memo))
+
+    return pod_event, deleted, kube
+
+
+def test_an_unchanged_observation_makes_no_api_call(child_events):
+    pod_event, _, kube = child_events
+    assert pod_event(running_pod()) == ["get", "patch"]
+    assert kube.obj["status"]["phase"] == "Running"
+    assert pod_event(running_pod()) == []  # e.g. the pod's Ready condition was probed again
+
+
+def test_a_changed_observation_is_written(child_events):
+    pod_event, _, kube = child_events
+    pod_event(running_pod())
+    retry = [failed_pod("xbox-aaaaa", created=T0), running_pod("xbox-bbbbb", created=T1)]
+    assert pod_event(*retry) == ["get", "patch"]
+    assert "retrying" in kube.obj["status"]["conditions"][-1]["message"]
+
+
+def test_a_skipped_observation_never_moves_the_phase_back(child_events):
+    pod_event, _, kube = child_events
+    pod_event(running_pod())
+    assert pod_event(unschedulable_pod()) == ["get", "patch"]  # the message changes
+    assert pod_event(running_pod()) == ["get", "patch"]
+    assert pod_event(unschedulable_pod()) == ["get", "patch"]
+    assert kube.obj["status"]["phase"] == "Running"
+
+
+def test_the_memo_of_a_deleted_job_is_forgotten(child_events):
+    pod_event, deleted, _ = child_events
+    pod_event(running_pod())
+    deleted()
+    assert pod_event(running_pod()) == ["get"]  # a new job of the same name is read again

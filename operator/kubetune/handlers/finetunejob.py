@@ -5,7 +5,9 @@ Job exists (its name is the FineTuneJob's, so a restart, a lost response or a
 duplicate event finds it instead of creating a second) and follows `suspend`.
 Events of the training Jobs and pods (kept in Kopf indices, so no extra reads)
 drive the status through reconcile/finetunejob.py; success registers the
-FineTunedModel.
+FineTunedModel. An event whose observation equals the one this process last wrote
+for that job is skipped without a read: most Job and pod events (a node bound, a
+condition's probe time) observe the same thing again (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -124,6 +126,10 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
     # FineTuneJobs whose phase is terminal, as the watch last showed them: the events
     # of their Jobs and pods (cleanup, the re-list after a restart) are skipped.
     finished: set[tuple[str | None, str]] = set()
+    # The observation last folded into each unfinished job's status by this process.
+    # Folding the same observation again changes nothing (next_status is idempotent),
+    # so an equal one is skipped. Empty after a restart: the first event syncs.
+    applied: dict[tuple[str | None, str], Observed] = {}
 
     @kopf.index(*JOBS, labels=TRAINING, registry=registry, id="training_jobs")
     async def training_jobs(
@@ -141,23 +147,24 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         memo: kopf.Memo,
         namespace: str,
         name: str,
-        jobs: kopf.Index[Any, Obj],
-        pods: kopf.Index[Any, Obj],
-    ) -> None:
+        seen: Observed,
+    ) -> bool:
+        """Fold `seen` into the status; False when it was not (not accepted yet, not
+        ours, or gone)."""
         writer: StatusWriter = memo.status
-        key = (namespace, name)
-        job = _first(jobs.get(key))
-        seen = observe_training(job, list(pods.get(key, [])))
+        folded = False
 
         def fold(obj: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
+            nonlocal folded
             if old.phase is None or (obj.get("spec") or {}).get("backend") != Backend.LOCAL:
                 return old  # not accepted yet, or not ours
+            folded = True
             generation = int(obj["metadata"].get("generation", 1))
             return next_status(old, seen, generation=generation, now=datetime.now(UTC))
 
         change = await writer.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, fold)
         if change is None:
-            return
+            return False
         post_transition(
             change, seen.reason if change.new.phase == seen.phase else None, seen.message
         )
@@ -172,6 +179,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                 base_model=change.new.resolved_base_model,
             )
             await register_model(memo, obj, manifest)
+        return folded
 
     @kopf.on.resume(*FTJ, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
     @kopf.on.update(*FTJ, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
@@ -190,6 +198,11 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
     ) -> None:
         if is_settled(meta, status):
             return  # finished, and its spec is the accepted one (a restart's resume)
+        key = (namespace, name)
+        # This handler writes the status itself (acceptance, inputs): the next child
+        # event syncs again unless the sync below completes.
+        applied.pop(key, None)
+        seen: Observed | None = None
         with observe_reconcile(FINETUNEJOB.kind, "reconcile"), kopf_errors():
             # One read and one status write for accepting, resolving inputs, creating
             # the Job and recording it (status.py).
@@ -243,7 +256,13 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                         )
                 elif change.new.phase not in TERMINAL:
                     await follow_suspend(memo, namespace, name, job, parsed, dict(labels))
-                await sync_status(memo, namespace, name, training_jobs, training_pods)
+                seen = observe_training(
+                    _first(training_jobs.get(key)), list(training_pods.get(key, []))
+                )
+                if not await sync_status(memo, namespace, name, seen):
+                    seen = None
+        if seen is not None and key not in finished:
+            applied[key] = seen  # written: the block above ended without raising
 
     async def check_inputs(
         memo: kopf.Memo, namespace: str, name: str, obj: Obj, spec: FineTuneJobSpec
@@ -308,12 +327,18 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
     ) -> None:
         """A training Job or pod changed: bring its FineTuneJob's status up to date."""
         name = labels[FINETUNEJOB_LABEL]
-        if (namespace, name) in finished:
+        key = (namespace, name)
+        if key in finished:
             return  # a terminal status never changes again: no read, no write
+        seen = observe_training(_first(training_jobs.get(key)), list(training_pods.get(key, [])))
+        if applied.get(key) == seen:
+            return  # already in the status: no read, no write
         with observe_reconcile(FINETUNEJOB.kind, f"{resource.plural.removesuffix('s')}-event"):
             # Succeeded and the registered model's name in one write.
             async with memo.status.coalesce(FINETUNEJOB.plural, namespace, name):
-                await sync_status(memo, namespace, name, training_jobs, training_pods)
+                folded = await sync_status(memo, namespace, name, seen)
+        if folded and key not in finished:
+            applied[key] = seen  # written: the block above ended without raising
 
     @kopf.on.event(*FTJ, registry=registry, id="count_phases")
     async def count_phases(
@@ -328,6 +353,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         if event["type"] == "DELETED":
             memo.status.forget(FINETUNEJOB.plural, *key)
             finished.discard(key)
+            applied.pop(key, None)
             return
         after = (
             body.get("spec", {}).get("backend", "local"),
@@ -335,5 +361,6 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         )
         if after[1] in TERMINAL:
             finished.add(key)
+            applied.pop(key, None)
         memo.phases[meta.get("uid")] = after
         JOBS_BY_PHASE.labels(*after).inc()
