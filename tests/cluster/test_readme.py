@@ -5,15 +5,17 @@ strings are the README's."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from kubetune.localcluster.controlplane import ControlPlane
+from kubetune.localcluster.nodes import build_node
 from tests.factories import make_deployment, make_model
 from tests.kube import ROOT, OperatorProcess, apply, get, wait_for
 
@@ -55,6 +57,18 @@ def shell(cluster: ControlPlane, namespace: str, tmp_path: Path) -> Shell:
     return run
 
 
+@pytest.fixture
+def spare_gpu_node(cluster: ControlPlane, namespace: str) -> Iterator[str]:
+    """A GPU node of the test's own: the example job must not wait for GPUs that other
+    tests' pods (in namespaces still being deleted) hold on the shared nodes."""
+    name = f"gpu-{namespace}"
+    node = build_node(name, cpu="16", memory="64Gi", gpus=2)
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(node))
+    cluster.kubectl("wait", "--for=condition=Ready", "--timeout=30s", f"node/{name}")
+    yield name
+    cluster.kubectl("delete", "node", name, "--wait=false")
+
+
 def phase(cluster: ControlPlane, namespace: str, kind: str, name: str) -> str | None:
     obj = get(cluster, kind, name, "-n", namespace)
     return (obj or {}).get("status", {}).get("phase")
@@ -66,6 +80,7 @@ def test_first_job_with_kubectl(
     operator: OperatorProcess,
     output_volume: str,
     shell: Shell,
+    spare_gpu_node: str,
 ) -> None:
     applied, get_job, describe = FIRST_JOB
     assert "finetunejob.kubetune.io/xbox-support created" in shell(applied).stdout

@@ -107,6 +107,8 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             and spec.source.azure_model_id is not None
             and not terminating
         ):
+            if (namespace, name) in memo.rechecks:
+                return  # Azure refused a moment ago; the scheduled retry asks again
             try:
                 await delete_azure_model(memo, obj)
             except ModelInUse as e:

@@ -15,17 +15,20 @@ docs/trainer.md. Modules, by what they do:
 
 Why a lean loop of our own and not TRL's SFTTrainer (or transformers' Trainer):
 
-- Speed. Measured on this project's CPU machines (research/trainer-calibration.md),
-  SFTTrainer runs at 0.3-0.5x a plain transformers Trainer (0.28x with its packing,
-  which flattens a whole batch into one 4k-token row), largely from its data pipeline
-  and per-batch collation. What makes LoRA fast is small and explicit here: batches
-  grouped by length (little padding, which also keeps CPU attention on short dense
-  masks, where packing does not pay), padding-free rows when varlen flash-attention
-  exists (the GPU case where packing does pay), the output projection and
-  cross-entropy on assistant positions only (no batch x length x vocabulary logits:
-  2 GB in fp32 for one 8 x 2048 batch of Phi-3's 32k vocabulary), and a loss
-  normalised per optimizer step so that accumulation and data parallelism cost no
-  extra passes. bench/train_throughput.py measures it against both.
+- Speed. On this project's 2-core CPU machines (bench/train_throughput.py, TRL 1.16,
+  fp32), SFTTrainer with assistant-only loss and its defaults runs at about 0.6x a
+  plain transformers Trainer, 0.8x without its default gradient checkpointing (the
+  research notes' 0.5x without packing did not reproduce in fp32; their 0.28x with
+  packing, which flattens a whole batch into one 4k-token row, was not re-measured);
+  this loop runs at about 1.25x the plain Trainer. What makes LoRA fast is small and
+  explicit here: batches grouped by length (little padding, which also keeps CPU
+  attention on short dense masks, where packing does not pay), padding-free rows when
+  varlen flash-attention exists (the GPU case where packing does pay), the output
+  projection and cross-entropy on assistant positions only (no batch x length x
+  vocabulary logits: 2 GB in fp32 for one 8 x 2048 batch of Phi-3's 32k vocabulary;
+  TRL 1.x avoids them too, with a chunked head), cheaper dropout masks on the CPU
+  (`loop.CpuDropout`), and a loss normalised per optimizer step so that accumulation
+  and data parallelism cost no extra passes.
 - Control. A pod must resume exactly after a kill, never read a half-written
   checkpoint, push throttled progress to the operator without ever blocking, and exit
   with codes the operator maps to "retry" or "fail". With Trainer these live in
