@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -71,3 +72,14 @@ def make_deployment(name: str = "xbox", model: str = "xbox", **spec: Any) -> dic
         "metadata": {"name": name},
         "spec": merge(base, spec),
     }
+
+
+def corpus_headers(path: Path) -> dict[str, str]:
+    """The `# key: value` lines heading a corpus file (tests/manifests/*), as a dict."""
+    found = {}
+    for line in path.read_text().splitlines():
+        if not line.startswith("# "):
+            break
+        key, _, value = line.removeprefix("# ").partition(": ")
+        found[key] = value
+    return found

@@ -13,7 +13,7 @@ import yaml
 
 from kubetune.api.trainerconfig import TrainerConfig
 from kubetune.backends.local.manifests import CONFIG_ANNOTATION, FINETUNEJOB_LABEL
-from tests.factories import make_finetunejob, make_model
+from tests.factories import corpus_headers, make_finetunejob, make_model
 from tests.kube import ROOT, OperatorProcess, apply, get, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -23,20 +23,10 @@ PHI3 = "microsoft/Phi-3-mini-4k-instruct"
 KINDS = {"FineTuneJob": "ftj", "FineTunedModel": "ftm", "ModelDeployment": "mdep"}
 
 
-def headers(path: Path) -> dict[str, str]:
-    found = {}
-    for line in path.read_text().splitlines():
-        if not line.startswith("# "):
-            break
-        key, _, value = line.removeprefix("# ").partition(": ")
-        found[key] = value
-    return found
-
-
 def target(path: Path) -> str:
     """`kind/name` of the object a failing manifest's header is about."""
-    if "object" in headers(path):
-        return headers(path)["object"]
+    if "object" in corpus_headers(path):
+        return corpus_headers(path)["object"]
     last = list(yaml.safe_load_all(path.read_text()))[-1]
     return f"{KINDS[last['kind']]}/{last['metadata']['name']}"
 
@@ -64,7 +54,7 @@ def condition(status: dict, type_: str) -> dict | None:
 
 @pytest.mark.parametrize("path", FAILING, ids=lambda p: p.stem)
 def test_admitted_but_unusable_input_is_reported(cluster, namespace, quick_operator, path):
-    want = headers(path)
+    want = corpus_headers(path)
     ctype, _, text = want["condition"].partition(": ")
     ref = target(path)
     done = apply(cluster, path.read_text(), namespace)

@@ -132,6 +132,17 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
 
 
+def failed_before_upload(
+    cluster: ControlPlane, namespace: str, fake: AzureFake, reason: str
+) -> dict[str, Any]:
+    """The Failed condition of job xbox, which must have failed before anything was sent."""
+    cond = condition(wait_phase(cluster, namespace, "ftj", "xbox", "Failed"), "Failed")
+    assert cond["reason"] == reason
+    assert not fake.calls("blob.put")
+    assert not fake.calls("job.put")
+    return cond
+
+
 def events_of(cluster: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
     events = get(
         cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
@@ -398,13 +409,9 @@ def test_region_without_serverless_finetuning_is_refused_before_any_upload(
     with azure_fake.state.lock:
         azure_fake.state.workspace = replace(azure_fake.state.workspace, location="westus3")
     assert apply(cluster, foundry_job(azure_fake), namespace).returncode == 0
-    failed = wait_phase(cluster, namespace, "ftj", "xbox", "Failed")
-    cond = condition(failed, "Failed")
-    assert cond["reason"] == "RegionNotSupported"
+    cond = failed_before_upload(cluster, namespace, azure_fake, "RegionNotSupported")
     assert "eastus2" in cond["message"]
     assert "westus3" in cond["message"]
-    assert not azure_fake.calls("blob.put")
-    assert not azure_fake.calls("job.put")
 
 
 def test_invalid_data_fails_with_file_and_line_before_any_upload(
@@ -423,12 +430,8 @@ def test_invalid_data_fails_with_file_and_line_before_any_upload(
     job = foundry_job(azure_fake)
     job["spec"]["dataset"]["training"] = {"configMap": {"name": "broken", "key": "train.jsonl"}}
     assert apply(cluster, job, namespace).returncode == 0
-    failed = wait_phase(cluster, namespace, "ftj", "xbox", "Failed")
-    cond = condition(failed, "Failed")
-    assert cond["reason"] == "InvalidInput"
+    cond = failed_before_upload(cluster, namespace, azure_fake, "InvalidInput")
     assert "spec.dataset.training (configMap broken/train.jsonl) line 12" in cond["message"]
-    assert not azure_fake.calls("blob.put")
-    assert not azure_fake.calls("job.put")
 
 
 # --- suspend, delete, drift -----------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.factories import corpus_headers
 from tests.kube import ROOT
 
 MANIFESTS = ROOT / "tests" / "manifests"
@@ -19,16 +20,6 @@ DATASETS = sorted((ROOT / "tests" / "data" / "invalid").glob("*.jsonl"))
 KINDS = {"FineTuneJob", "FineTunedModel", "ModelDeployment"}
 
 
-def header(path: Path) -> dict[str, str]:
-    found = {}
-    for line in path.read_text().splitlines():
-        if not line.startswith("# "):
-            break
-        key, _, value = line.removeprefix("# ").partition(": ")
-        found[key] = value
-    return found
-
-
 def test_corpus_has_at_least_forty_cases():
     assert len(INVALID) + len(FAILING) + len(DATASETS) >= 40
     assert len(INVALID) >= 40, "every field's edge is in tests/manifests/invalid"
@@ -36,7 +27,7 @@ def test_corpus_has_at_least_forty_cases():
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
 def test_invalid_manifest_says_what_the_api_server_answers(path: Path):
-    expect = header(path).get("expect", "")
+    expect = corpus_headers(path).get("expect", "")
     assert expect.strip(), f"{path.name} must start with '# expect: <message>'"
     (doc,) = list(yaml.safe_load_all(path.read_text()))
     assert doc["kind"] in KINDS, path.name
@@ -44,7 +35,7 @@ def test_invalid_manifest_says_what_the_api_server_answers(path: Path):
 
 @pytest.mark.parametrize("path", FAILING, ids=lambda p: p.stem)
 def test_failing_manifest_says_phase_and_condition(path: Path):
-    found = header(path)
+    found = corpus_headers(path)
     assert found.get("phase"), f"{path.name} needs '# phase: <Phase>'"
     ctype, _, text = found.get("condition", "").partition(": ")
     assert ctype, f"{path.name} needs '# condition: <Type>: <message text>'"
