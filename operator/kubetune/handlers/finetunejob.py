@@ -108,18 +108,28 @@ async def register_model(memo: kopf.Memo, obj: Obj, manifest: Obj) -> None:
     kopf.info(obj, reason="ModelCreated", message=f"Registered FineTunedModel {model_name}")
 
 
-async def fail(memo: kopf.Memo, namespace: str, name: str, reason: str, message: str) -> None:
-    """Record a failure found before (or instead of) training: the spec cannot be acted on."""
+async def observe(
+    memo: kopf.Memo, namespace: str, name: str, seen: Observed, **update: Any
+) -> tuple[bool, FineTuneJobStatus | None]:
+    """Fold an observation (and other status fields) into the status, with its log line
+    and Event; returns (whether anything changed, the new status or None if gone)."""
 
     def fold(obj: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
-        seen = Observed(FineTuneJobPhase.FAILED, reason, message)
         generation = int(obj["metadata"].get("generation", 1))
-        return next_status(old, seen, generation=generation, now=datetime.now(UTC))
+        new = next_status(old, seen, generation=generation, now=datetime.now(UTC))
+        return new.model_copy(update=update)
 
-    FAILURES.labels(FINETUNEJOB.kind, reason).inc()
     change = await memo.status.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, fold)
-    if change is not None:
-        post_transition(change, reason, message)
+    if change is None:
+        return False, None
+    post_transition(change, seen.reason, seen.message)
+    return change.old != change.new, change.new
+
+
+async def fail(memo: kopf.Memo, namespace: str, name: str, reason: str, message: str) -> None:
+    """Record a failure found before (or instead of) training: the spec cannot be acted on."""
+    FAILURES.labels(FINETUNEJOB.kind, reason).inc()
+    await observe(memo, namespace, name, Observed(FineTuneJobPhase.FAILED, reason, message))
 
 
 def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:

@@ -70,11 +70,11 @@ from kubetune.conditions import find_condition, set_condition
 from kubetune.errors import BackendRejected, BackendUnavailable, InvalidSpec, NotReady
 from kubetune.handlers.acceptance import post_transition
 from kubetune.handlers.errors import RETRY_BACKOFF, kopf_errors
-from kubetune.handlers.finetunejob import fail, register_model
+from kubetune.handlers.finetunejob import fail, observe, register_model
 from kubetune.k8s import Obj, path
 from kubetune.metrics import observe_reconcile
 from kubetune.reconcile.finetunedmodel import AZURE_BLOCKED, BLOCKED, blocked_status
-from kubetune.reconcile.finetunejob import TERMINAL, Observed, next_status
+from kubetune.reconcile.finetunejob import TERMINAL, Observed
 from kubetune.reconcile.foundry import endpoint_status, foundry_hyperparameters, observe_azure_job
 from kubetune.reconcile.modeldeployment import with_phase
 from kubetune.settings import FoundrySettings
@@ -171,23 +171,6 @@ async def set_job_condition(
         kopf.warn(change.obj, reason=reason, message=message)
 
 
-async def observe(
-    memo: kopf.Memo, namespace: str, name: str, seen: Observed, **update: Any
-) -> tuple[bool, FineTuneJobStatus | None]:
-    """Fold an observation (and status fields) into the status; (changed, new status)."""
-
-    def fold(obj: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
-        generation = int(obj["metadata"].get("generation", 1))
-        new = next_status(old, seen, generation=generation, now=datetime.now(UTC))
-        return new.model_copy(update=update)
-
-    change = await memo.status.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, fold)
-    if change is None:
-        return False, None
-    post_transition(change, seen.reason, seen.message)
-    return change.old != change.new, change.new
-
-
 def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None:
     def with_workspace(spec: FineTuneJobSpec) -> FineTuneJobSpec:
         """The spec with the operator's default workspace where it names none."""
@@ -270,7 +253,7 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
                 return None
         else:
             try:
-                info = await poll_job(memo, obj, spec, azure.job_name, cancel=spec.suspend)
+                info = await poll_job(memo, obj, spec, azure)
             except AzureAuthFailed as e:  # e.g. the role was revoked while the job ran
                 await set_job_condition(
                     memo, namespace, name, WORKSPACE_READY, False, "AzureAuthFailed", str(e)
@@ -284,13 +267,14 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         return await follow(memo, obj, spec, azure, info)
 
     async def poll_job(
-        memo: kopf.Memo, obj: Obj, spec: FineTuneJobSpec, job_name: str, *, cancel: bool
+        memo: kopf.Memo, obj: Obj, spec: FineTuneJobSpec, azure: FoundryJobStatus
     ) -> JobInfo:
-        """The submitted job's state, cancelling it first when asked (suspend)."""
+        """The submitted job's state, cancelling it first when suspended."""
         assert spec.workspace is not None
+        assert azure.job_name is not None
+        job_name = azure.job_name
         client = await memo.foundry.client(obj["metadata"]["namespace"], spec.workspace)
-        status = (obj.get("status") or {}).get("foundry", {}).get("status")
-        if cancel and status not in AZURE_TERMINAL | {"CancelRequested"}:
+        if spec.suspend and azure.status not in AZURE_TERMINAL | {"CancelRequested"}:
             await memo.foundry.call(client.cancel_job, job_name)
             kopf.info(
                 obj,

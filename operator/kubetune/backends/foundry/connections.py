@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 from kubetune.api.common import AzureBlobSource, FoundryWorkspace
 from kubetune.backends.foundry import ServicePrincipal, WorkspaceRef
 from kubetune.errors import InvalidSpec, NotReady
-from kubetune.k8s import Kube, path
+from kubetune.k8s import Kube, Obj, path
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -44,14 +44,17 @@ class Connections:
         """Run one blocking SDK call in a worker thread."""
         return await asyncio.to_thread(fn, *args)
 
-    async def secret_value(self, namespace: str, name: str, key: str) -> str:
+    async def _secret(self, namespace: str, name: str, field: str) -> Obj:
         secret = await self.kube.get(path("v1", "secrets", namespace, name))
         if secret is None:
-            raise NotReady(f"Secret {name} not found", retry_after=15)
-        value = (secret.get("data") or {}).get(key)
-        if value is None:
+            raise NotReady(f"Secret {name} ({field}) not found", retry_after=15)
+        return secret
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str:
+        data = (await self._secret(namespace, name, "a SAS token")).get("data") or {}
+        if key not in data:
             raise InvalidSpec(f"Secret {name} has no key {key}")
-        return base64.b64decode(value).decode()
+        return base64.b64decode(data[key]).decode()
 
     async def _credential(
         self, namespace: str, ws: FoundryWorkspace
@@ -63,22 +66,14 @@ class Connections:
             key: tuple[object, ...] = ("workload-identity",)
             sp = None
         else:
-            secret = await self.kube.get(path("v1", "secrets", namespace, ref.name))
-            if secret is None:
-                raise NotReady(
-                    f"Secret {ref.name} (spec.workspace.credentials.secretRef) not found",
-                    retry_after=15,
-                )
+            field = "spec.workspace.credentials.secretRef"
+            secret = await self._secret(namespace, ref.name, field)
             data = secret.get("data") or {}
             missing = [k for k in SP_KEYS if k not in data]
             if missing:
-                raise InvalidSpec(
-                    f"Secret {ref.name} (spec.workspace.credentials.secretRef) lacks "
-                    f"{', '.join(missing)}"
-                )
+                raise InvalidSpec(f"Secret {ref.name} ({field}) lacks {', '.join(missing)}")
             key = ("secret", namespace, ref.name, secret["metadata"].get("resourceVersion"))
-            values = [base64.b64decode(data[k]).decode().strip() for k in SP_KEYS]
-            sp = ServicePrincipal(*values)
+            sp = ServicePrincipal(*(base64.b64decode(data[k]).decode().strip() for k in SP_KEYS))
         if key not in self._credentials:
             self._credentials[key] = await self.call(sdk.build_credential, sp)
         return key, self._credentials[key]
