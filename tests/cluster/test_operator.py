@@ -77,7 +77,7 @@ def test_observed_generation_follows_spec_changes(cluster, operator, namespace):
     )
 
 
-def test_events_are_posted(cluster, operator, namespace):
+def test_events_are_posted(cluster, operator, namespace, training_data):
     cluster.kubectl(
         "apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml")
     )
@@ -86,11 +86,11 @@ def test_events_are_posted(cluster, operator, namespace):
         lambda: [
             e
             for e in get(cluster, "events", "-n", namespace)["items"]
-            if e["involvedObject"]["name"] == "xbox-support" and e["reason"] == "Pending"
+            if e["involvedObject"]["name"] == "xbox-support" and e["reason"] == "JobCreated"
         ],
     )
     assert events[0]["involvedObject"]["kind"] == "FineTuneJob"
-    assert events[0]["message"] == "Phase is now Pending"
+    assert events[0]["message"] == "Created training Job xbox-support"
 
 
 def test_health_and_metrics(cluster, operator, namespace, training_data):

@@ -216,20 +216,20 @@ def test_scheduled_pending_pod_is_starting():
         state={"waiting": {"reason": "ContainerCreating"}},
     )
     assert observe_training(make_job(active=1), [pod]) == Observed(
-        Phase.PENDING, "Starting", "Pod xbox-q7k2p is starting."
+        Phase.PENDING, "Starting", "Waiting for the training pod to start."
     )
 
 
 def test_job_without_pods_waits_for_the_training_pod():
     assert observe_training(make_job(), []) == Observed(
-        Phase.PENDING, "Starting", "Waiting for the training pod."
+        Phase.PENDING, "Starting", "Waiting for the training pod to start."
     )
 
 
 def test_running_pod_start_time_comes_from_the_pod_not_the_job():
     seen = observe_training(make_job(active=1), [running_pod(started=T1)])
     assert seen == Observed(
-        Phase.RUNNING, "Training", f"Pod xbox-q7k2p is training on node {NODE}.", T1
+        Phase.RUNNING, "Training", f"Training in pod xbox-q7k2p on node {NODE}.", T1
     )
     assert seen.started != T0  # the Job's own startTime includes time spent queued
 
@@ -335,7 +335,7 @@ def test_failed_pod_then_running_pod_is_retrying():
     assert seen == Observed(
         Phase.RUNNING,
         "Training",
-        f"Pod xbox-bbbbb is training on node {NODE} "
+        f"Training in pod xbox-bbbbb on node {NODE} "
         "(retrying after pod xbox-aaaaa exited with code 137 (OOMKilled)).",
         T0 + timedelta(minutes=1),  # training first started in the failed pod
     )
@@ -353,10 +353,13 @@ def test_failed_pod_then_unschedulable_pod_stays_running_while_retrying():
     )
 
 
-def test_finished_pod_before_the_job_completes_stays_running():
-    pods = [make_pod("xbox-aaaaa", "Succeeded", created=T0, started=T1)]
-    seen = observe_training(make_job(active=0, succeeded=1), pods)
-    assert seen == Observed(Phase.RUNNING, "Finishing", "Training finished; completing.", T1)
+def test_finished_pod_before_the_job_completes_is_still_training():
+    """The same observation as while the pod ran: no status write until the Job completes."""
+    running = observe_training(make_job(active=1), [running_pod(started=T1)])
+    pods = [make_pod("xbox-q7k2p", "Succeeded", created=T0, started=T1)]
+    finished = observe_training(make_job(active=0, succeeded=1), pods)
+    assert finished.phase is Phase.RUNNING
+    assert finished == running
 
 
 DELETING_RUNNING = make_pod(
@@ -369,12 +372,12 @@ DELETING_RUNNING = make_pod(
     [
         pytest.param(
             [DELETING_RUNNING],
-            Observed(Phase.RUNNING, "Retrying", "Waiting for the training pod.", T1),
+            Observed(Phase.RUNNING, "Retrying", "Waiting for the training pod to start.", T1),
             id="only-a-deleting-pod",
         ),
         pytest.param(
             [DELETING_RUNNING, make_pod("xbox-bbbbb", "Pending", created=T0)],
-            Observed(Phase.RUNNING, "Retrying", "Pod xbox-bbbbb is starting.", T1),
+            Observed(Phase.RUNNING, "Retrying", "Waiting for the training pod to start.", T1),
             id="deleting-pod-skipped-for-older-pod",
         ),
         pytest.param(
@@ -532,7 +535,7 @@ def test_pending_has_no_condition_and_flips_others_false():
     old = FineTuneJobStatus(
         phase=Phase.SUSPENDED, conditions=[cond("Suspended", "True", "Suspended")]
     )
-    seen = Observed(Phase.PENDING, "Starting", "Waiting for the training pod.")
+    seen = Observed(Phase.PENDING, "Starting", "Waiting for the training pod to start.")
     new = next_status(old, seen, generation=1, now=T1)
     assert new.phase is Phase.PENDING
     assert [(c.type, c.status, c.reason, c.last_transition_time) for c in new.conditions] == [

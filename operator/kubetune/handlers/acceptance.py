@@ -28,8 +28,21 @@ PHASES: dict[str, tuple[str, str | None]] = {
 }
 
 
+# Phases on the way to success: in the status and the log, without an Event. Events
+# say what the operator did (JobCreated, ModelCreated: "training succeeded; registered
+# ...") and what needs a look (failures, waiting for a node, suspension, blocked
+# deletion), as the Kubernetes Job controller posts SuccessfulCreate and Completed
+# but nothing when a pod starts: an Event is an API write (docs/performance.md).
+QUIET: dict[str, frozenset[str]] = {
+    FINETUNEJOB.kind: frozenset({"Pending", "Running", "Succeeded"}),
+    FINETUNEDMODEL.kind: frozenset({"Ready"}),
+    MODELDEPLOYMENT.kind: frozenset({"WaitingForModel"}),
+}
+
+
 def post_transition(change: Change[Any], reason: str | None = None, message: str = "") -> None:
-    """A log line and an Event for a phase change: Warning for failures, Normal otherwise."""
+    """A log line for a phase change, and an Event unless the phase is QUIET: Warning
+    for failures, Normal otherwise."""
     if not change.phase_changed:
         return
     phase = str(change.new.phase)
@@ -46,7 +59,7 @@ def post_transition(change: Change[Any], reason: str | None = None, message: str
     )
     if phase in ("Failed", "DeletionBlocked"):
         kopf.warn(change.obj, reason=reason or phase, message=text)
-    else:
+    elif phase not in QUIET.get(str(change.obj.get("kind")), ()):
         kopf.info(change.obj, reason=reason or phase, message=text)
 
 

@@ -105,7 +105,11 @@ async def register_model(memo: kopf.Memo, obj: Obj, manifest: Obj) -> None:
         return old.model_copy(update={"model": model_name})
 
     await memo.status.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, record)
-    kopf.info(obj, reason="ModelCreated", message=f"Registered FineTunedModel {model_name}")
+    kopf.info(
+        obj,
+        reason="ModelCreated",
+        message=f"Training succeeded; registered FineTunedModel {model_name}",
+    )
 
 
 async def observe(
@@ -266,9 +270,9 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                         )
                 elif change.new.phase not in TERMINAL:
                     await follow_suspend(memo, namespace, name, job, parsed, dict(labels))
-                seen = observe_training(
-                    _first(training_jobs.get(key)), list(training_pods.get(key, []))
-                )
+                # The Job as created or indexed: a Job created just now is observed
+                # as waiting for its pod, in the same write as its acceptance.
+                seen = observe_training(job, list(training_pods.get(key, [])))
                 if not await sync_status(memo, namespace, name, seen):
                     seen = None
         if seen is not None and key not in finished:

@@ -11,13 +11,17 @@ import kopf
 from kubetune.api.common import GROUP
 from kubetune.backends.foundry.connections import Connections
 from kubetune.handlers import finetunedmodel, finetunejob, foundry, modeldeployment
+from kubetune.handlers.generations import ObservedGeneration
 from kubetune.handlers.status import StatusWriter
 from kubetune.httpserver import start_server
-from kubetune.k8s import Kube, path
+from kubetune.k8s import Kube, login, path
 from kubetune.reports import ReportSink
 from kubetune.settings import LogFormat, RunOptions
 
 log = logging.getLogger(__name__)
+
+# The ids of the create/update/resume handlers of every kind (see generations.py).
+CHANGE_HANDLERS = ("reconcile", "foundry_spec/spec")  # on.field ids end in the field
 
 
 async def ensure_peering(kube: Kube, name: str, namespaces: tuple[str, ...]) -> None:
@@ -37,23 +41,18 @@ async def ensure_peering(kube: Kube, name: str, namespaces: tuple[str, ...]) -> 
 def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
-    @kopf.on.login(registry=registry, id="login")
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # In a pod: its service account; elsewhere: $KUBECONFIG or ~/.kube/config.
-        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
-            **kwargs
-        ) or kopf.login_with_kubeconfig(**kwargs)
-        return info
+    # The same credentials for Kopf's watches as for our own client.
+    kopf.on.login(registry=registry, id="login")(login)
 
     @kopf.on.startup(registry=registry, id="startup")
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         # Kopf's state lives in annotations under our own prefix, never in
         # status: status belongs to the CRD schema, which would prune it.
         settings.persistence.finalizer = f"{GROUP}/finalizer"
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration"
-        )
+        progress = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.progress_storage = progress
+        # "Handled" is status.observedGeneration, which the handlers write anyway.
+        settings.persistence.diffbase_storage = ObservedGeneration(progress, CHANGE_HANDLERS)
         settings.posting.level = logging.INFO
         if options.peering:
             # Refuse to run unpeered by mistake, and let a standby take over quickly.

@@ -114,10 +114,7 @@ def observe_training(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, 
     seen = _waiting_or_running(newest, retry, started)
     if started is not None and seen.phase in (Phase.PENDING, Phase.QUEUED):
         # Training has run: the phase stays Running (it never goes back) while a retry
-        # pod waits or a finished pod waits for the Job to complete; the message says so.
-        finished = any((p.get("status") or {}).get("phase") == "Succeeded" for p in newest)
-        if finished and not failed_pods:
-            return Observed(Phase.RUNNING, "Finishing", "Training finished; completing.", started)
+        # pod waits; the message says so.
         return Observed(Phase.RUNNING, "Retrying", seen.message, started)
     return seen
 
@@ -125,18 +122,22 @@ def observe_training(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, 
 def _waiting_or_running(
     newest: Sequence[Mapping[str, Any]], retry: str, started: datetime | None
 ) -> Observed:
-    """The phase the newest live pod is in: Running, Queued (unschedulable) or Pending."""
+    """The phase the newest live pod is in: Running, Queued (unschedulable) or Pending.
+
+    A pod that succeeded counts as training until the Job completes, and a pod that
+    exists but has not started says what the Job without a pod says: each status
+    write costs an API call, and these steps change nothing a user acts on."""
     for pod in newest:
         pod_status = pod.get("status") or {}
-        if pod_status.get("phase") not in ("Pending", "Running") or pod["metadata"].get(
-            "deletionTimestamp"
-        ):
+        if pod_status.get("phase") not in ("Pending", "Running", "Succeeded") or pod[
+            "metadata"
+        ].get("deletionTimestamp"):
             continue
-        if pod_status.get("phase") == "Running":
+        if pod_status.get("phase") != "Pending":
             return Observed(
                 Phase.RUNNING,
                 "Training",
-                f"Pod {pod['metadata']['name']} is training on node "
+                f"Training in pod {pod['metadata']['name']} on node "
                 f"{(pod.get('spec') or {}).get('nodeName')}{retry}.",
                 started,
             )
@@ -148,10 +149,8 @@ def _waiting_or_running(
                     f"Waiting for a node: {c.get('message', '')}{retry}",
                     started,
                 )
-        return Observed(
-            Phase.PENDING, "Starting", f"Pod {pod['metadata']['name']} is starting{retry}."
-        )
-    return Observed(Phase.PENDING, "Starting", f"Waiting for the training pod{retry}.")
+        break
+    return Observed(Phase.PENDING, "Starting", f"Waiting for the training pod to start{retry}.")
 
 
 def next_status(

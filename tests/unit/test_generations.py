@@ -1,0 +1,65 @@
+"""When Kopf runs create/update handlers (handlers/generations.py): an object is
+handled when its status caught up with its generation and no retry is due."""
+
+from __future__ import annotations
+
+import json
+
+import kopf
+import pytest
+
+from kubetune.api.common import GROUP
+from kubetune.handlers.generations import ObservedGeneration
+from kubetune.handlers.operator import CHANGE_HANDLERS, build_registry
+from kubetune.settings import RunOptions
+
+
+def storage() -> ObservedGeneration:
+    return ObservedGeneration(kopf.AnnotationsProgressStorage(prefix=GROUP), CHANGE_HANDLERS)
+
+
+def body(generation: int, observed: int | None, annotations: dict | None = None) -> kopf.Body:
+    raw = {
+        "metadata": {"name": "x", "generation": generation, "annotations": annotations or {}},
+        "spec": {"epochs": 3},
+        "status": {} if observed is None else {"observedGeneration": observed},
+    }
+    return kopf.Body(raw)
+
+
+def test_handled_when_the_status_observed_the_generation():
+    handled = body(2, 2, {f"{GROUP}/force-delete": "true", "note": "not json"})
+    assert storage().fetch(body=handled) == {"spec": {"epochs": 3}}
+
+
+@pytest.mark.parametrize("observed", [None, 1])
+def test_new_or_changed_specs_are_not_handled(observed):
+    assert storage().fetch(body=body(2, observed)) is None
+
+
+def test_a_due_retry_keeps_the_object_unhandled():
+    record = {"started": "2026-11-25T00:00:00", "retries": 1, "delayed": "2026-11-25T00:00:10"}
+    retrying = body(1, 1, {f"{GROUP}/reconcile": json.dumps(record)})
+    assert storage().fetch(body=retrying) is None
+
+
+def test_fields_outside_the_spec_cannot_be_watched():
+    assert storage().build(body=body(1, 1), extra_fields=[("spec",)]) == {"spec": {"epochs": 3}}
+    with pytest.raises(TypeError, match="status"):
+        storage().build(body=body(1, 1), extra_fields=[("status", "phase")])
+
+
+def test_storing_writes_nothing():
+    patch = kopf.Patch()
+    storage().store(body=body(1, 1), patch=patch, essence=storage().build(body=body(1, 1)))
+    assert not patch
+
+
+def test_every_create_or_update_handler_is_listed():
+    registry = build_registry(RunOptions())
+    changing = {
+        h.id
+        for h in registry._changing.get_all_handlers()
+        if h.reason in (None, kopf.Reason.CREATE, kopf.Reason.UPDATE, kopf.Reason.RESUME)
+    }
+    assert changing == set(CHANGE_HANDLERS)
