@@ -752,7 +752,7 @@ def child_events(monkeypatch: pytest.MonkeyPatch):
     kube = CountingKube()
     memo = kopf.Memo(kube=kube, status=StatusWriter(kube), phases={})  # type: ignore[arg-type]
 
-    def pod_event(*pods: dict) -> list[str]:
+    def pod_event(*pods: dict, finished: bool = False) -> list[str]:
         kube.calls.clear()
         asyncio.run(
             on_pod(
@@ -762,6 +762,7 @@ def child_events(monkeypatch: pytest.MonkeyPatch):
                 memo=memo,
                 training_jobs={(NS, "xbox"): [make_job(active=1)]},
                 training_pods={(NS, "xbox"): list(pods)},
+                finished_jobs={(NS, "xbox"): [True]} if finished else {},
             )
         )
         return list(kube.calls)
@@ -778,6 +779,12 @@ def test_an_unchanged_observation_makes_no_api_call(child_events):
     assert pod_event(running_pod()) == ["get", "patch"]
     assert kube.obj["status"]["phase"] == "Running"
     assert pod_event(running_pod()) == []  # e.g. the pod's Ready condition was probed again
+
+
+def test_events_of_a_finished_job_make_no_api_call(child_events):
+    """After a restart too: the index of finished jobs is filled before any handler runs."""
+    pod_event, _, _ = child_events
+    assert pod_event(running_pod(), finished=True) == []
 
 
 def test_a_changed_observation_is_written(child_events):

@@ -168,7 +168,9 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         url = path(API_VERSION, FINETUNEDMODEL.plural, meta["namespace"], meta["name"])
         await memo.kube.set_finalizer(url, PROTECTION, present=False)
 
-    @kopf.on.resume(*FTM, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
+    # No resume: a model whose status observed its generation needs nothing after a
+    # restart (deployments re-listed on the watch re-check its usage), and one that
+    # did not is handled as new (bookkeeping.py); a restart reads no model.
     @kopf.on.update(*FTM, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
     @kopf.on.create(*FTM, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
     async def reconcile(

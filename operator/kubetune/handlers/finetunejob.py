@@ -137,9 +137,6 @@ async def fail(memo: kopf.Memo, namespace: str, name: str, reason: str, message:
 
 
 def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
-    # FineTuneJobs whose phase is terminal, as the watch last showed them: the events
-    # of their Jobs and pods (cleanup, the re-list after a restart) are skipped.
-    finished: set[tuple[str | None, str]] = set()
     # The observation last folded into each unfinished job's status by this process.
     # Folding the same observation again changes nothing (next_status is idempotent),
     # so an equal one is skipped. Empty after a restart: the first event syncs.
@@ -150,6 +147,15 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[tuple[str | None, str | None], Any]:
         return {(namespace, labels[FINETUNEJOB_LABEL]): _slim(body)}
+
+    @kopf.index(*FTJ, registry=registry, id="finished_jobs")
+    async def finished_jobs(
+        namespace: str, name: str, status: kopf.Status, **_: Any
+    ) -> dict[tuple[str | None, str], bool]:
+        """FineTuneJobs whose phase is terminal, as the watch last showed them: the events
+        of their Jobs and pods (cleanup, the re-list after a restart) are skipped. Kopf
+        fills indices before any handler runs, so this holds after a restart too."""
+        return {(namespace, name): True} if status.get("phase") in TERMINAL else {}
 
     @kopf.index(*PODS, labels=TRAINING, registry=registry, id="training_pods")
     async def training_pods(
@@ -275,7 +281,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                 seen = observe_training(job, list(training_pods.get(key, [])))
                 if not await sync_status(memo, namespace, name, seen):
                     seen = None
-        if seen is not None and key not in finished:
+        if seen is not None and seen.phase not in TERMINAL:
             applied[key] = seen  # written: the block above ended without raising
 
     async def check_inputs(
@@ -337,12 +343,13 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         memo: kopf.Memo,
         training_jobs: kopf.Index[Any, Obj],
         training_pods: kopf.Index[Any, Obj],
+        finished_jobs: kopf.Index[Any, bool],
         **_: Any,
     ) -> None:
         """A training Job or pod changed: bring its FineTuneJob's status up to date."""
         name = labels[FINETUNEJOB_LABEL]
         key = (namespace, name)
-        if key in finished:
+        if key in finished_jobs:
             return  # a terminal status never changes again: no read, no write
         seen = observe_training(_first(training_jobs.get(key)), list(training_pods.get(key, [])))
         if applied.get(key) == seen:
@@ -350,8 +357,10 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         with observe_reconcile(FINETUNEJOB.kind, f"{resource.plural.removesuffix('s')}-event"):
             # Succeeded and the registered model's name in one write.
             async with memo.status.coalesce(FINETUNEJOB.plural, namespace, name):
+                if applied.get(key) == seen:
+                    return  # written by the reconcile this event waited for
                 folded = await sync_status(memo, namespace, name, seen)
-        if folded and key not in finished:
+        if folded and seen.phase not in TERMINAL:
             applied[key] = seen  # written: the block above ended without raising
 
     @kopf.on.event(*FTJ, registry=registry, id="count_phases")
@@ -366,7 +375,6 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         key = (meta.get("namespace"), meta["name"])
         if event["type"] == "DELETED":
             memo.status.forget(FINETUNEJOB.plural, *key)
-            finished.discard(key)
             applied.pop(key, None)
             return
         after = (
@@ -374,7 +382,6 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             body.get("status", {}).get("phase") or "",
         )
         if after[1] in TERMINAL:
-            finished.add(key)
             applied.pop(key, None)
         memo.phases[meta.get("uid")] = after
         JOBS_BY_PHASE.labels(*after).inc()

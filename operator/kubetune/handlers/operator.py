@@ -11,7 +11,7 @@ import kopf
 from kubetune.api.common import GROUP
 from kubetune.backends.foundry.connections import Connections
 from kubetune.handlers import finetunedmodel, finetunejob, foundry, modeldeployment
-from kubetune.handlers.generations import ObservedGeneration
+from kubetune.handlers.bookkeeping import ObservedGeneration, ProgressAnnotations
 from kubetune.handlers.status import StatusWriter
 from kubetune.httpserver import start_server
 from kubetune.k8s import Kube, login, path
@@ -20,7 +20,7 @@ from kubetune.settings import LogFormat, RunOptions
 
 log = logging.getLogger(__name__)
 
-# The ids of the create/update/resume handlers of every kind (see generations.py).
+# The ids of the create/update/resume handlers of every kind (see bookkeeping.py).
 CHANGE_HANDLERS = ("reconcile", "foundry_spec/spec")  # on.field ids end in the field
 
 
@@ -49,7 +49,7 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
         # Kopf's state lives in annotations under our own prefix, never in
         # status: status belongs to the CRD schema, which would prune it.
         settings.persistence.finalizer = f"{GROUP}/finalizer"
-        progress = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        progress = ProgressAnnotations(prefix=GROUP)
         settings.persistence.progress_storage = progress
         # "Handled" is status.observedGeneration, which the handlers write anyway.
         settings.persistence.diffbase_storage = ObservedGeneration(progress, CHANGE_HANDLERS)

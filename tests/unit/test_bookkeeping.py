@@ -1,5 +1,5 @@
-"""When Kopf runs create/update handlers (handlers/generations.py): an object is
-handled when its status caught up with its generation and no retry is due."""
+"""Kopf's bookkeeping (handlers/bookkeeping.py): when create/update handlers are due
+(status.observedGeneration, pending retries), and that a clean success writes nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import kopf
 import pytest
 
 from kubetune.api.common import GROUP
-from kubetune.handlers.generations import ObservedGeneration
+from kubetune.handlers.bookkeeping import ObservedGeneration, ProgressAnnotations
 from kubetune.handlers.operator import CHANGE_HANDLERS, build_registry
 from kubetune.settings import RunOptions
 
@@ -63,3 +63,31 @@ def test_every_create_or_update_handler_is_listed():
         if h.reason in (None, kopf.Reason.CREATE, kopf.Reason.UPDATE, kopf.Reason.RESUME)
     }
     assert changing == set(CHANGE_HANDLERS)
+
+
+def progress_patch(*records: dict, purge: bool, marked: bool = False) -> kopf.Patch:
+    storage = ProgressAnnotations(prefix=GROUP)
+    annotations = {f"{GROUP}/kopf-managed": "yes"} if marked else {}
+    body = kopf.Body({"metadata": {"name": "x", "annotations": annotations}})
+    patch = kopf.Patch()
+    for i, record in enumerate(records):
+        storage.store(key=kopf.HandlerId(f"h{i}"), record=record, body=body, patch=patch)
+    if purge:
+        storage.purge(key=kopf.HandlerId("h0"), body=body, patch=patch)
+    return patch
+
+
+@pytest.mark.parametrize("marked", [False, True])
+def test_handlers_that_succeed_at_once_leave_nothing_to_write(marked):
+    assert not progress_patch({"started": "t", "success": True}, purge=True, marked=marked)
+
+
+def test_a_retry_is_recorded_with_the_marker():
+    patch = progress_patch({"started": "t", "retries": 1}, purge=False)
+    assert set(patch["metadata"]["annotations"]) == {f"{GROUP}/h0", f"{GROUP}/kopf-managed"}
+
+
+def test_the_marker_stays_while_another_handler_retries():
+    retrying = {"started": "t", "retries": 1}
+    patch = progress_patch({"started": "t", "success": True}, retrying, purge=True)
+    assert set(patch["metadata"]["annotations"]) == {f"{GROUP}/h1", f"{GROUP}/kopf-managed"}
