@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import kopf
@@ -191,6 +192,18 @@ class Kube:
             if e.status == 404:
                 return None
             raise
+
+    async def iter_items(self, url: str, page: int = 500) -> AsyncIterator[Obj]:
+        """Every item of a collection, read in pages of `page` (memory holds one page)."""
+        token = ""
+        while True:
+            query = urlencode({"limit": page, **({"continue": token} if token else {})})
+            data = await self.request("GET", f"{url}?{query}")
+            for item in data["items"]:
+                yield item
+            token = (data.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
 
     async def list_items(self, url: str) -> list[Obj]:
         items: list[Obj] = (await self.request("GET", url))["items"]

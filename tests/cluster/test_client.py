@@ -88,3 +88,20 @@ def test_a_rotated_token_is_read_again_after_a_401(
             await kube.close()
 
     asyncio.run(main())
+
+
+def test_collections_are_read_in_pages(cluster, namespace, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    for i in range(5):
+        cluster.kubectl("create", "configmap", f"page-{i}", "-n", namespace)
+
+    async def main() -> list[str]:
+        kube = await Kube.connect()
+        try:
+            url = path("v1", "configmaps", namespace)
+            return [o["metadata"]["name"] async for o in kube.iter_items(url, page=2)]
+        finally:
+            await kube.close()
+
+    names = asyncio.run(main())
+    assert sorted(n for n in names if n.startswith("page-")) == [f"page-{i}" for i in range(5)]

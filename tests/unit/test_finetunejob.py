@@ -16,6 +16,7 @@ from kubetune.api.finetunejob import FineTuneJobPhase, FineTuneJobStatus, Metric
 from kubetune.conditions import find_condition
 from kubetune.datavalidation import BAD_INPUT_EXIT_CODE
 from kubetune.handlers import finetunejob as handlers
+from kubetune.handlers.children import Children, slim
 from kubetune.handlers.status import StatusWriter
 from kubetune.reconcile.finetunejob import (
     Observed,
@@ -750,19 +751,25 @@ def child_events(monkeypatch: pytest.MonkeyPatch):
     handlers.register(registry, LocalSettings())
     on_pod, on_ftj = handler(registry, "training_pod_event"), handler(registry, "count_phases")
     kube = CountingKube()
-    memo = kopf.Memo(kube=kube, status=StatusWriter(kube), phases={})  # type: ignore[arg-type]
+    children = Children()
+    memo = kopf.Memo(kube=kube, status=StatusWriter(kube), phases={}, children=children)  # type: ignore[arg-type]
+    key = (NS, "xbox")
 
     def pod_event(*pods: dict, finished: bool = False) -> list[str]:
+        """The last pod's event, the others as seen before."""
         kube.calls.clear()
+        children.jobs[key] = slim(make_job(active=1))
+        children.pods[key] = {p["metadata"]["name"]: slim(p) for p in pods}
+        if finished:
+            children.finish(key)
         asyncio.run(
             on_pod(
                 namespace=NS,
                 labels={"kubetune.io/finetunejob": "xbox"},
                 resource=kopf.Resource("", "v1", "pods"),
+                event={"type": "MODIFIED", "object": pods[-1]},
+                body=pods[-1],
                 memo=memo,
-                training_jobs={(NS, "xbox"): [make_job(active=1)]},
-                training_pods={(NS, "xbox"): list(pods)},
-                finished_jobs={(NS, "xbox"): [True]} if finished else {},
             )
         )
         return list(kube.calls)

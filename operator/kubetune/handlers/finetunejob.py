@@ -3,8 +3,8 @@
 On create, update and resume: accept the spec, then make sure the one training
 Job exists (its name is the FineTuneJob's, so a restart, a lost response or a
 duplicate event finds it instead of creating a second) and follows `suspend`.
-Events of the training Jobs and pods (kept in Kopf indices, so no extra reads)
-drive the status through reconcile/finetunejob.py; success registers the
+Events of the training Jobs and pods (kept in a view, children.py, so no extra
+reads) drive the status through reconcile/finetunejob.py; success registers the
 FineTunedModel. An event whose observation equals the one this process last wrote
 for that job is skipped without a read: most Job and pod events (a node bound, a
 condition's probe time) observe the same thing again (docs/performance.md).
@@ -12,7 +12,6 @@ condition's probe time) observe the same thing again (docs/performance.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +29,7 @@ from kubetune.backends.local.manifests import (
 )
 from kubetune.errors import BackendRejected, InvalidSpec, NotReady
 from kubetune.handlers.acceptance import accept, post_transition
+from kubetune.handlers.children import Children
 from kubetune.handlers.errors import RETRY_BACKOFF, kopf_errors
 from kubetune.handlers.status import StatusWriter
 from kubetune.k8s import Obj
@@ -57,30 +57,6 @@ FTJ = (GROUP, VERSION, FINETUNEJOB.plural)
 JOBS = ("batch", "v1", "jobs")
 PODS = ("v1", "pods")
 TRAINING = {FINETUNEJOB_LABEL: kopf.PRESENT}
-
-
-def _slim(body: kopf.Body) -> Obj:
-    """What the status logic reads of a Job or pod (indices stay small)."""
-    meta = body["metadata"]
-    return {
-        "metadata": {
-            "name": meta["name"],
-            "uid": meta.get("uid"),
-            "creationTimestamp": meta.get("creationTimestamp"),
-            "deletionTimestamp": meta.get("deletionTimestamp"),
-            "ownerReferences": list(meta.get("ownerReferences") or []),
-        },
-        "spec": {
-            k: body.get("spec", {}).get(k)
-            for k in ("suspend", "nodeName")
-            if k in body.get("spec", {})
-        },
-        "status": dict(body.get("status") or {}),
-    }
-
-
-def _first(values: Iterable[Obj] | None) -> Obj | None:
-    return next(iter(values or ()), None)
 
 
 async def register_model(memo: kopf.Memo, obj: Obj, manifest: Obj) -> None:
@@ -142,27 +118,6 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
     # so an equal one is skipped. Empty after a restart: the first event syncs.
     applied: dict[tuple[str | None, str], Observed] = {}
 
-    @kopf.index(*JOBS, labels=TRAINING, registry=registry, id="training_jobs")
-    async def training_jobs(
-        namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
-    ) -> dict[tuple[str | None, str | None], Any]:
-        return {(namespace, labels[FINETUNEJOB_LABEL]): _slim(body)}
-
-    @kopf.index(*FTJ, registry=registry, id="finished_jobs")
-    async def finished_jobs(
-        namespace: str, name: str, status: kopf.Status, **_: Any
-    ) -> dict[tuple[str | None, str], bool]:
-        """FineTuneJobs whose phase is terminal, as the watch last showed them: the events
-        of their Jobs and pods (cleanup, the re-list after a restart) are skipped. Kopf
-        fills indices before any handler runs, so this holds after a restart too."""
-        return {(namespace, name): True} if status.get("phase") in TERMINAL else {}
-
-    @kopf.index(*PODS, labels=TRAINING, registry=registry, id="training_pods")
-    async def training_pods(
-        namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
-    ) -> dict[tuple[str | None, str | None], Any]:
-        return {(namespace, labels[FINETUNEJOB_LABEL]): _slim(body)}
-
     async def sync_status(
         memo: kopf.Memo,
         namespace: str,
@@ -212,8 +167,6 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         meta: kopf.Meta,
         status: kopf.Status,
         memo: kopf.Memo,
-        training_jobs: kopf.Index[Any, Obj],
-        training_pods: kopf.Index[Any, Obj],
         **_: Any,
     ) -> None:
         if is_settled(meta, status):
@@ -232,7 +185,8 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                     return
                 if parsed.backend is not Backend.LOCAL:
                     return
-                job = _first(training_jobs.get((namespace, name)))
+                children: Children = memo.children
+                job, created = children.job(key), False
                 if job is None:
                     if change.new.phase in TERMINAL:
                         return  # finished; its Job was cleaned up, and must not run again
@@ -274,13 +228,13 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                         kopf.info(
                             change.obj, reason="JobCreated", message=f"Created training Job {name}"
                         )
-                elif change.new.phase not in TERMINAL:
+                        # Waiting for its pod, in the same write as the acceptance. A Job
+                        # that existed (made before a restart) syncs from its own events.
+                        seen = observe_training(job, [])
+                        if not await sync_status(memo, namespace, name, seen):
+                            seen = None
+                if not created and change.new.phase not in TERMINAL:
                     await follow_suspend(memo, namespace, name, job, parsed, dict(labels))
-                # The Job as created or indexed: a Job created just now is observed
-                # as waiting for its pod, in the same write as its acceptance.
-                seen = observe_training(job, list(training_pods.get(key, [])))
-                if not await sync_status(memo, namespace, name, seen):
-                    seen = None
         if seen is not None and seen.phase not in TERMINAL:
             applied[key] = seen  # written: the block above ended without raising
 
@@ -340,18 +294,23 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         namespace: str,
         labels: kopf.Labels,
         resource: kopf.Resource,
+        event: kopf.RawEvent,
+        body: kopf.Body,
         memo: kopf.Memo,
-        training_jobs: kopf.Index[Any, Obj],
-        training_pods: kopf.Index[Any, Obj],
-        finished_jobs: kopf.Index[Any, bool],
         **_: Any,
     ) -> None:
         """A training Job or pod changed: bring its FineTuneJob's status up to date."""
         name = labels[FINETUNEJOB_LABEL]
         key = (namespace, name)
-        if key in finished_jobs:
+        children: Children = memo.children
+        saw = children.saw_job if resource.plural == "jobs" else children.saw_pod
+        saw(key, body, deleted=event["type"] == "DELETED")
+        if key in children.finished:
             return  # a terminal status never changes again: no read, no write
-        seen = observe_training(_first(training_jobs.get(key)), list(training_pods.get(key, [])))
+        job = children.job(key)
+        if job is None:
+            return  # a pod seen before its Job (a restart's re-list): the Job's event syncs
+        seen = observe_training(job, children.pods_of(key))
         if applied.get(key) == seen:
             return  # already in the status: no read, no write
         with observe_reconcile(FINETUNEJOB.kind, f"{resource.plural.removesuffix('s')}-event"):
@@ -375,6 +334,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         key = (meta.get("namespace"), meta["name"])
         if event["type"] == "DELETED":
             memo.status.forget(FINETUNEJOB.plural, *key)
+            memo.children.forget(key)
             applied.pop(key, None)
             return
         after = (
@@ -382,6 +342,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             body.get("status", {}).get("phase") or "",
         )
         if after[1] in TERMINAL:
+            memo.children.finish(key)
             applied.pop(key, None)
         memo.phases[meta.get("uid")] = after
         JOBS_BY_PHASE.labels(*after).inc()

@@ -12,6 +12,7 @@ from kubetune.api.common import GROUP
 from kubetune.backends.foundry.connections import Connections
 from kubetune.handlers import finetunedmodel, finetunejob, foundry, modeldeployment
 from kubetune.handlers.bookkeeping import ObservedGeneration, ProgressAnnotations
+from kubetune.handlers.children import Children
 from kubetune.handlers.status import StatusWriter
 from kubetune.httpserver import start_server
 from kubetune.k8s import Kube, login, path
@@ -62,6 +63,7 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
         if options.peering:
             await ensure_peering(memo.kube, options.peering, options.namespaces)
         memo.status = StatusWriter(memo.kube)
+        memo.children = await Children.load(memo.kube, options.namespaces)
         memo.phases = {}
         memo.foundry = Connections(memo.kube)
         memo.foundry_settings = options.foundry
@@ -89,15 +91,21 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
 QUIET_LOGGERS = ("azure", "urllib3", "msal")
 
 
+# Kopf's line per handler call ("Handler 'reconcile' succeeded."), unless --verbose:
+# our own lines say what changed, and at scale these cost 5% of the operator's CPU
+# (docs/performance.md). Kopf's warnings and errors still show.
+ROUTINE_LOGGERS = ("kopf.objects",)
+
+
 def run(options: RunOptions) -> None:
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
     kopf.configure(
         verbose=options.verbose,
         log_format=kopf.LogFormat.JSON
         if options.log_format is LogFormat.JSON
         else kopf.LogFormat.FULL,
     )
+    for name in QUIET_LOGGERS + (() if options.verbose else ROUTINE_LOGGERS):
+        logging.getLogger(name).setLevel(logging.WARNING)
     asyncio.run(
         kopf.operator(
             registry=build_registry(options),
