@@ -52,7 +52,7 @@ def model_of(spec: Any) -> str | None:
 
 def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
     @kopf.index(*MDEP, registry=registry, id="deployments_by_model")
-    def deployments_by_model(
+    async def deployments_by_model(
         namespace: str, name: str, spec: kopf.Spec, **_: Any
     ) -> dict[tuple[str | None, str | None], Any]:
         return {(namespace, model_of(spec)): name}

@@ -199,7 +199,7 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         )
 
     @kopf.on.field(*FTJ, field="spec", id="foundry_spec", when=is_foundry, registry=registry)
-    def foundry_spec(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    async def foundry_spec(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
         wake(memo, (FINETUNEJOB.kind, namespace, name))
 
     async def step_job(memo: kopf.Memo, namespace: str, name: str, uid: str) -> Step:
@@ -509,7 +509,7 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         )
 
     @kopf.on.event(*FTM, id="foundry_model_changed", registry=registry)
-    def foundry_model_changed(
+    async def foundry_model_changed(
         name: str,
         namespace: str,
         memo: kopf.Memo,

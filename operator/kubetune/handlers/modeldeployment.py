@@ -43,7 +43,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
     @kopf.index(
         *DEPLOYMENTS, labels={DEPLOYMENT_LABEL: kopf.PRESENT}, registry=registry, id="serving"
     )
-    def serving(
+    async def serving(
         namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[tuple[str | None, str | None], Any]:
         return {
@@ -146,6 +146,6 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             await sync(memo, namespace, labels[DEPLOYMENT_LABEL], serving)
 
     @kopf.on.event(*MDEP, registry=registry, id="forget")
-    def forget(event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    async def forget(event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
         if event["type"] == "DELETED":
             memo.status.forget(MODELDEPLOYMENT.plural, namespace, name)
