@@ -62,6 +62,7 @@ def _run(args: argparse.Namespace) -> int:
             http_port=args.http_port,
             peering=args.peering,
             priority=args.priority,
+            workers=args.workers,
             log_format=LogFormat(args.log_format),
             verbose=args.verbose,
         )
@@ -175,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         # Distinct per process, so that replicas never tie (tied Kopf peers all pause).
         default=int(os.environ.get("KUBETUNE_PRIORITY", "0")) or secrets.randbelow(1_000_000) + 1,
         help="peering priority; the highest acts, the others stand by (default: random)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=50,
+        help="objects of one kind handled at once; bounds memory in a burst (default: 50)",
     )
     run.add_argument(
         "--log-format",

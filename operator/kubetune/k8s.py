@@ -33,8 +33,10 @@ BACKOFF = 0.2
 BACKOFF_CAP = 5.0
 # Longer than any single API call takes; a hung connection is retried like a dropped one.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)
-# Connections kept to the API server (kubernetes-asyncio's default pool size).
-POOL = 100
+# Connections to the API server at once. Each TLS connection costs about 300 KB
+# (asyncio's 256 KiB read buffer and OpenSSL's state), and with the operator's bounded
+# workers (settings.workers) more would only wait for them (docs/performance.md).
+POOL = 20
 
 log = logging.getLogger(__name__)
 

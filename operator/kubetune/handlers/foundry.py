@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -71,6 +72,7 @@ from kubetune.errors import BackendRejected, BackendUnavailable, InvalidSpec, No
 from kubetune.handlers.acceptance import post_transition
 from kubetune.handlers.errors import RETRY_BACKOFF, kopf_errors
 from kubetune.handlers.finetunejob import fail, observe, register_model
+from kubetune.handlers.pollers import Pollers
 from kubetune.k8s import Obj, path
 from kubetune.metrics import observe_reconcile
 from kubetune.reconcile.finetunedmodel import AZURE_BLOCKED, BLOCKED, blocked_status
@@ -105,17 +107,19 @@ def key_secret_name(deployment: str) -> str:
 async def poll(
     memo: kopf.Memo,
     key: tuple[str, str, str],
-    stopped: kopf.DaemonStopped,
     step: Callable[[], Awaitable[Step]],
     settings: FoundrySettings,
 ) -> None:
     """Run `step` until it says done: at once after a change, then backing off; Azure's
-    Retry-After and NotReady delays are honoured; a nudge (spec change) wakes it early."""
+    Retry-After and NotReady delays are honoured; a nudge (spec change) wakes it early.
+    Runs as one of the operator's pollers (pollers.py): only while this replica acts,
+    and cancelled to stop."""
     nudge: asyncio.Event = memo.nudges.setdefault(key, asyncio.Event())
     delay = settings.poll_interval
     try:
-        while not stopped:
+        while True:
             nudge.clear()
+            await memo.pollers.peering.wait_turn(key[1])
             try:
                 with observe_reconcile(key[0], "foundry-poll"):
                     outcome = await step()
@@ -128,14 +132,8 @@ async def poll(
                 changed, cap = outcome
                 delay = settings.poll_interval if changed else min(delay * 2, cap)
                 wait = delay
-            waiter = asyncio.ensure_future(nudge.wait())
-            try:
-                await asyncio.wait(
-                    {waiter, asyncio.ensure_future(stopped.wait(wait))},
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                waiter.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(nudge.wait(), wait)
     finally:
         memo.nudges.pop(key, None)
 
@@ -179,24 +177,28 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         return spec.model_copy(update={"workspace": settings.workspace})
 
     # --- FineTuneJob ---------------------------------------------------------------------
-    @kopf.daemon(
-        *FTJ,
-        id="foundry_job",
-        when=is_foundry,
-        cancellation_timeout=10,
-        backoff=RETRY_BACKOFF,
-        registry=registry,
-    )
+    @kopf.on.event(*FTJ, id="foundry_job", when=is_foundry, registry=registry)
     async def foundry_job(
-        name: str, namespace: str, uid: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+        event: kopf.RawEvent,
+        name: str,
+        namespace: str,
+        uid: str,
+        meta: kopf.Meta,
+        status: kopf.Status,
+        memo: kopf.Memo,
+        **_: Any,
     ) -> None:
-        await poll(
-            memo,
-            (FINETUNEJOB.kind, namespace, name),
-            stopped,
-            lambda: step_job(memo, namespace, name, uid),
-            settings,
-        )
+        """Poll Azure for the job until it is finished and its model registered."""
+        key = (FINETUNEJOB.kind, namespace, name)
+        phase = status.get("phase")
+        registered = phase != FineTuneJobPhase.SUCCEEDED or status.get("model")
+        pollers: Pollers = memo.pollers
+        if event["type"] == "DELETED" or meta.get("deletionTimestamp"):
+            pollers.drop(key)
+        elif phase not in TERMINAL or not registered:
+            pollers.want(
+                key, lambda: poll(memo, key, lambda: step_job(memo, namespace, name, uid), settings)
+            )
 
     @kopf.on.field(*FTJ, field="spec", id="foundry_spec", when=is_foundry, registry=registry)
     async def foundry_spec(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
@@ -489,24 +491,19 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         log.info("%s/%s: cancelled Azure job %s", namespace, name, azure.job_name)
 
     # --- ModelDeployment -------------------------------------------------------------------
-    @kopf.daemon(
-        *MDEP,
-        id="foundry_endpoint",
-        when=is_foundry,
-        cancellation_timeout=10,
-        backoff=RETRY_BACKOFF,
-        registry=registry,
-    )
+    @kopf.on.event(*MDEP, id="foundry_endpoint", when=is_foundry, registry=registry)
     async def foundry_endpoint(
-        name: str, namespace: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+        event: kopf.RawEvent, name: str, namespace: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any
     ) -> None:
-        await poll(
-            memo,
-            (MODELDEPLOYMENT.kind, namespace, name),
-            stopped,
-            lambda: step_endpoint(memo, namespace, name),
-            settings,
-        )
+        """Poll Azure for the endpoint while the deployment exists."""
+        key = (MODELDEPLOYMENT.kind, namespace, name)
+        pollers: Pollers = memo.pollers
+        if event["type"] == "DELETED" or meta.get("deletionTimestamp"):
+            pollers.drop(key)
+        else:
+            pollers.want(
+                key, lambda: poll(memo, key, lambda: step_endpoint(memo, namespace, name), settings)
+            )
 
     @kopf.on.event(*FTM, id="foundry_model_changed", registry=registry)
     async def foundry_model_changed(

@@ -146,6 +146,8 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             await sync(memo, namespace, labels[DEPLOYMENT_LABEL], serving)
 
     @kopf.on.event(*MDEP, registry=registry, id="forget")
-    async def forget(event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    async def forget(
+        event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, **_: Any
+    ) -> None:
         if event["type"] == "DELETED":
             memo.status.forget(MODELDEPLOYMENT.plural, namespace, name)

@@ -13,6 +13,7 @@ from kubetune.backends.foundry.connections import Connections
 from kubetune.handlers import finetunedmodel, finetunejob, foundry, modeldeployment
 from kubetune.handlers.bookkeeping import ObservedGeneration, ProgressAnnotations
 from kubetune.handlers.children import Children
+from kubetune.handlers.pollers import Peering, Pollers
 from kubetune.handlers.status import StatusWriter
 from kubetune.httpserver import start_server
 from kubetune.k8s import Kube, login, path
@@ -55,6 +56,11 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
         # "Handled" is status.observedGeneration, which the handlers write anyway.
         settings.persistence.diffbase_storage = ObservedGeneration(progress, CHANGE_HANDLERS)
         settings.posting.level = logging.INFO
+        # Objects handled at once (per kind): a burst of thousands of new jobs otherwise
+        # holds thousands of handler tasks and their bodies at the same time, and the
+        # memory stays fragmented after it (docs/performance.md). Throughput is bound
+        # by the API server and our one core, not by this.
+        settings.queueing.worker_limit = options.workers
         if options.peering:
             # Refuse to run unpeered by mistake, and let a standby take over quickly.
             settings.peering.mandatory = True
@@ -68,6 +74,10 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
         memo.foundry = Connections(memo.kube)
         memo.foundry_settings = options.foundry
         memo.nudges = {}
+        memo.pollers = Pollers(
+            Peering(memo.kube, options.peering, options.priority, not options.namespaces)
+        )
+        memo.pollers.open()
         memo.rechecks = {}
         memo.background = set()
         memo.http = await start_server(options.http_host, options.http_port, ReportSink(memo.kube))
@@ -77,6 +87,7 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         for handle in memo.rechecks.values():
             handle.cancel()
+        await memo.pollers.close()
         await memo.http.cleanup()
         await memo.kube.close()
 

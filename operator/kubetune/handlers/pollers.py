@@ -1,0 +1,123 @@
+"""Background polls (of Azure), one task per Foundry job or deployment.
+
+Kopf daemons would serve, but Kopf keeps the latest body of every object of a kind
+that has a daemon, whatever the daemon's filter: 19 KB for each FineTuneJob, local
+ones included (docs/performance.md). These tasks are asked for by the objects'
+event handlers instead (`want`), which Kopf calls only while this replica is the
+active one. A replica that peering pauses later (a peer with a higher priority came)
+stops acting too: each poll step first asks `Peering.outranked`, as Kopf itself
+decides, from the peering object's record of live peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubetune.handlers.errors import RETRY_BACKOFF
+from kubetune.k8s import Kube, path
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str, str]
+Run = Callable[[], Awaitable[None]]
+
+
+# Seconds between checks while another replica acts.
+PAUSED_RECHECK = 5.0
+
+
+def outranked(peers: Mapping[str, Any], priority: int, now: datetime) -> bool:
+    """Whether a live peer (Kopf's peering status: id -> priority, lifetime, lastseen)
+    has a higher priority than ours."""
+    for peer in peers.values():
+        lastseen = datetime.fromisoformat(str(peer.get("lastseen")))
+        alive = lastseen + timedelta(seconds=int(peer.get("lifetime", 60))) > now
+        if alive and int(peer.get("priority", 0)) > priority:
+            return True
+    return False
+
+
+@dataclass
+class Peering:
+    kube: Kube
+    name: str | None
+    """The peering object's name; None when running standalone."""
+    priority: int
+    clusterwide: bool
+
+    async def outranked(self, namespace: str) -> bool:
+        if self.name is None:
+            return False
+        url = (
+            path("kopf.dev/v1", "clusterkopfpeerings", None, self.name)
+            if self.clusterwide
+            else path("kopf.dev/v1", "kopfpeerings", namespace, self.name)
+        )
+        obj = await self.kube.get(url)
+        return outranked((obj or {}).get("status") or {}, self.priority, datetime.now(UTC))
+
+    async def wait_turn(self, namespace: str) -> None:
+        """Return once no live peer outranks this replica."""
+        while await self.outranked(namespace):
+            await asyncio.sleep(PAUSED_RECHECK)
+
+
+@dataclass
+class Pollers:
+    peering: Peering
+    wanted: dict[Key, Run] = field(default_factory=dict)
+    tasks: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
+    running: bool = False
+
+    def want(self, key: Key, run: Run) -> None:
+        """Poll with `run` until it returns (at once if open, else when opened)."""
+        self.wanted.setdefault(key, run)
+        if self.running and key not in self.tasks:
+            self._start(key)
+
+    def drop(self, key: Key) -> None:
+        """No more polls of this object (it is being deleted)."""
+        self.wanted.pop(key, None)
+        task = self.tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+
+    def open(self) -> None:
+        self.running = True
+        for key in list(self.wanted):
+            if key not in self.tasks:
+                self._start(key)
+
+    async def close(self) -> None:
+        """Stop every poll; the wanted ones start again when opened."""
+        self.running = False
+        tasks = list(self.tasks.values())
+        self.tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _start(self, key: Key) -> None:
+        self.tasks[key] = asyncio.ensure_future(self._keep(key, self.wanted[key]))
+
+    async def _keep(self, key: Key, run: Run) -> None:
+        """Run until done; an unexpected error is logged and run again after a backoff,
+        as Kopf does for a daemon."""
+        try:
+            while True:
+                try:
+                    await run()
+                    break
+                except Exception:
+                    log.exception("%s %s/%s: poll failed (again in %d s)", *key, RETRY_BACKOFF)
+                    await asyncio.sleep(RETRY_BACKOFF)
+            if self.wanted.get(key) is run:
+                del self.wanted[key]
+        finally:
+            if self.tasks.get(key) is asyncio.current_task():
+                del self.tasks[key]
