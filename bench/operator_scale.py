@@ -35,12 +35,13 @@ its whole successful lifecycle. Figures per controller:
   spawn until the process is idle (under 2% of a core for 3 s), and the writes it
   made meanwhile (an idempotent controller makes none), plus RSS once idle.
 
-Client limits: Kopf and kubernetes_asyncio have no client-side rate limiter, so
-"equal" runs the peer with client-go's limiter off (`--kube-api-qps=-1`) and
-`--peer-threads` reconcile workers (Kopf runs every object's handlers in its own
-task, without a limit); "defaults" runs it as upstream ships it (20 QPS, burst 30,
-1 worker). Wall-clock figures are noisy on a shared 2-core machine: compare the
-ratios of one run. Every process this script starts is stopped before it exits.
+Client limits: neither Kopf's client nor ours (k8s.py) has a client-side rate
+limiter, so "equal" runs the peer with client-go's limiter off (`--kube-api-qps=-1`)
+and `--peer-threads` reconcile workers (kubetune handles up to `--workers`, 20,
+objects of each kind at once, over at most 20 connections of its own); "defaults"
+runs it as upstream ships it (20 QPS, burst 30, 1 worker). Wall-clock figures are
+noisy on a shared 2-core machine: compare the ratios of one run. Every process this
+script starts is stopped before it exits.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ class RunOptions:
     """Peering priority: the highest-priority replica acts, the others stand by."""
     peering_lifetime: int = 15
     """Seconds a silent replica is still trusted; a standby takes over after this."""
-    workers: int = 50
+    workers: int = 20
     """Objects of one kind handled at once (Kopf's worker limit); bounds memory in a burst."""
     log_format: LogFormat = LogFormat.TEXT
     verbose: bool = False

@@ -198,15 +198,15 @@ def test_job_runs_to_succeeded_with_progress_and_a_model(
     assert model["spec"]["source"] == {"pvc": {"claimName": output_pvc, "path": "adapters/xbox"}}
     assert model["spec"]["sourceJob"] == "xbox"
     assert "ownerReferences" not in model["metadata"]
-    # An Event for what the operator did; the steps on the way are in the status only.
+    # An Event per transition after acceptance, saying what the operator did.
     events = {
         e["reason"]: e["message"]
         for e in events_for(cluster, namespace, "xbox")
         if e["involvedObject"]["kind"] == "FineTuneJob"
     }
     assert events == {
-        "JobCreated": "Created training Job xbox",
-        "ModelCreated": "Training succeeded; registered FineTunedModel xbox",
+        "Training": f"Training in pod {pod['metadata']['name']} on node {pod['spec']['nodeName']}.",
+        "Completed": "Training finished. Registered FineTunedModel xbox.",
     }
 
     # Deleting the job's record keeps the model.

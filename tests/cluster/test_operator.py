@@ -77,7 +77,7 @@ def test_observed_generation_follows_spec_changes(cluster, operator, namespace):
     )
 
 
-def test_events_are_posted(cluster, operator, namespace, training_data):
+def test_events_are_posted(cluster, operator, namespace, training_data, output_pvc):
     cluster.kubectl(
         "apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml")
     )
@@ -86,11 +86,14 @@ def test_events_are_posted(cluster, operator, namespace, training_data):
         lambda: [
             e
             for e in get(cluster, "events", "-n", namespace)["items"]
-            if e["involvedObject"]["name"] == "xbox-support" and e["reason"] == "JobCreated"
+            if e["involvedObject"]["name"] == "xbox-support" and e["reason"] == "Training"
         ],
     )
     assert events[0]["involvedObject"]["kind"] == "FineTuneJob"
-    assert events[0]["message"] == "Created training Job xbox-support"
+    assert events[0]["message"].startswith("Training in pod xbox-support-")
+    # Acceptance (the first phase) is in the status and the log, not an Event.
+    reasons = {e["reason"] for e in get(cluster, "events", "-n", namespace)["items"]}
+    assert "Pending" not in reasons
 
 
 def test_health_and_metrics(cluster, operator, namespace, training_data):

@@ -28,21 +28,20 @@ PHASES: dict[str, tuple[str, str | None]] = {
 }
 
 
-# Phases on the way to success: in the status and the log, without an Event. Events
-# say what the operator did (JobCreated, ModelCreated: "training succeeded; registered
-# ...") and what needs a look (failures, waiting for a node, suspension, blocked
-# deletion), as the Kubernetes Job controller posts SuccessfulCreate and Completed
-# but nothing when a pod starts: an Event is an API write (docs/performance.md).
-QUIET: dict[str, frozenset[str]] = {
-    FINETUNEJOB.kind: frozenset({"Pending", "Running", "Succeeded"}),
-    FINETUNEDMODEL.kind: frozenset({"Ready"}),
-    MODELDEPLOYMENT.kind: frozenset({"WaitingForModel"}),
+# A kind's first phase, set when its spec is accepted: in the status and the log, not
+# an Event (an Event is an API write; docs/performance.md). Every later transition
+# posts one, which also says what the operator did: the training pod and node when a
+# job runs, the registered model when it succeeds.
+QUIET: dict[str, str] = {
+    FINETUNEJOB.kind: "Pending",
+    FINETUNEDMODEL.kind: "Ready",
+    MODELDEPLOYMENT.kind: "WaitingForModel",
 }
 
 
 def post_transition(change: Change[Any], reason: str | None = None, message: str = "") -> None:
-    """A log line for a phase change, and an Event unless the phase is QUIET: Warning
-    for failures, Normal otherwise."""
+    """A log line for a phase change, and an Event unless it is the first (QUIET):
+    Warning for failures, Normal otherwise."""
     if not change.phase_changed:
         return
     phase = str(change.new.phase)
@@ -59,7 +58,7 @@ def post_transition(change: Change[Any], reason: str | None = None, message: str
     )
     if phase in ("Failed", "DeletionBlocked"):
         kopf.warn(change.obj, reason=reason or phase, message=text)
-    elif phase not in QUIET.get(str(change.obj.get("kind")), ()):
+    elif change.old.phase is not None or phase != QUIET.get(str(change.obj.get("kind"))):
         kopf.info(change.obj, reason=reason or phase, message=text)
 
 

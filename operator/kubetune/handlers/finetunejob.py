@@ -12,6 +12,7 @@ condition's probe time) observe the same thing again (docs/performance.md).
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,14 +54,17 @@ from kubetune.reconcile.inputs import (
 )
 from kubetune.settings import LocalSettings
 
+log = logging.getLogger(__name__)
+
 FTJ = (GROUP, VERSION, FINETUNEJOB.plural)
 JOBS = ("batch", "v1", "jobs")
 PODS = ("v1", "pods")
 TRAINING = {FINETUNEJOB_LABEL: kopf.PRESENT}
 
 
-async def register_model(memo: kopf.Memo, obj: Obj, manifest: Obj) -> None:
-    """Create the FineTunedModel of a succeeded job (either backend) and record its name."""
+async def register_model(memo: kopf.Memo, obj: Obj, manifest: Obj) -> str | None:
+    """Create the FineTunedModel of a succeeded job (either backend) and record its name;
+    returns the name, or None when another object already has it (a Warning says so)."""
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     # Protected from its first moment, and without a write of its own to add it.
     meta = {**manifest["metadata"], "finalizers": [MODEL_PROTECTION]}
@@ -75,17 +79,13 @@ async def register_model(memo: kopf.Memo, obj: Obj, manifest: Obj) -> None:
             message=f"FineTunedModel {model_name} exists and was not made by this job; "
             "set spec.model to another name",
         )
-        return
+        return None
 
     def record(_: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
         return old.model_copy(update={"model": model_name})
 
     await memo.status.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, record)
-    kopf.info(
-        obj,
-        reason="ModelCreated",
-        message=f"Training succeeded; registered FineTunedModel {model_name}",
-    )
+    return str(model_name)
 
 
 async def observe(
@@ -140,9 +140,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         change = await writer.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, fold)
         if change is None:
             return False
-        post_transition(
-            change, seen.reason if change.new.phase == seen.phase else None, seen.message
-        )
+        message = seen.message
         if change.new.phase is FineTuneJobPhase.SUCCEEDED and change.new.model is None:
             obj = change.obj
             spec = FineTuneJobSpec.model_validate(obj["spec"])
@@ -153,7 +151,11 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                 settings=settings,
                 base_model=change.new.resolved_base_model,
             )
-            await register_model(memo, obj, manifest)
+            model = await register_model(memo, obj, manifest)
+            if model is not None:
+                message = f"{message} Registered FineTunedModel {model}."
+        # One Event per transition, the model's registration in the success's.
+        post_transition(change, seen.reason if change.new.phase == seen.phase else None, message)
         return folded
 
     @kopf.on.resume(*FTJ, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
@@ -225,9 +227,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                         FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, record
                     )
                     if created:
-                        kopf.info(
-                            change.obj, reason="JobCreated", message=f"Created training Job {name}"
-                        )
+                        log.info("%s/%s: created training Job %s", namespace, name, name)
                         # Waiting for its pod, in the same write as the acceptance. A Job
                         # that existed (made before a restart) syncs from its own events.
                         seen = observe_training(job, [])

@@ -463,7 +463,10 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
             manifest = finetuned_model_manifest(
                 name=spec.model or name, namespace=namespace, job_name=name, spec=model
             )
-            await register_model(memo, obj, manifest)
+            registered = await register_model(memo, obj, manifest)
+            if registered is not None:
+                message = f"Registered FineTunedModel {registered}"
+                kopf.info(obj, reason="ModelCreated", message=message)
         return None if new.phase in TERMINAL else (changed, settings.max_poll_interval)
 
     @kopf.on.delete(

@@ -61,6 +61,13 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
         # memory stays fragmented after it (docs/performance.md). Throughput is bound
         # by the API server and our one core, not by this.
         settings.queueing.worker_limit = options.workers
+        # A worker that handled an object's events frees its place at once: with Kopf's
+        # default (waiting 5 s for more events) the bounded workers capped the operator
+        # at workers/5 objects per second, and a restart's re-list with them.
+        settings.queueing.idle_timeout = 0.05
+        # Events posted at once: each is a request on Kopf's own client, whose pool has
+        # no limit, and each open TLS connection holds about 300 KB.
+        settings.posting.worker_limit = 10
         if options.peering:
             # Refuse to run unpeered by mistake, and let a standby take over quickly.
             settings.peering.mandatory = True
