@@ -7,7 +7,9 @@ import urllib.request
 
 import pytest
 
-from tests.kube import ROOT, OperatorProcess, get, wait_for
+from kubetune.localcluster.nodes import GPU_PRODUCT_LABEL
+from tests.factories import make_finetunejob
+from tests.kube import ROOT, OperatorProcess, apply, get, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -78,19 +80,19 @@ def test_observed_generation_follows_spec_changes(cluster, operator, namespace):
 
 
 def test_events_are_posted(cluster, operator, namespace, training_data, output_pvc):
-    cluster.kubectl(
-        "apply", "-n", namespace, "-f", str(ROOT / "examples" / "10-finetunejob-lora.yaml")
-    )
+    # A node selector no node matches: the job goes Queued without taking a GPU.
+    job = make_finetunejob("xbox", nodeSelector={GPU_PRODUCT_LABEL: "no-such-gpu"})
+    assert apply(cluster, job, namespace).returncode == 0
     events = wait_for(
         "an event for the job",
         lambda: [
             e
             for e in get(cluster, "events", "-n", namespace)["items"]
-            if e["involvedObject"]["name"] == "xbox-support" and e["reason"] == "Training"
+            if e["involvedObject"]["name"] == "xbox" and e["reason"] == "Unschedulable"
         ],
     )
     assert events[0]["involvedObject"]["kind"] == "FineTuneJob"
-    assert events[0]["message"].startswith("Training in pod xbox-support-")
+    assert events[0]["message"].startswith("Waiting for a node: ")
     # Acceptance (the first phase) is in the status and the log, not an Event.
     reasons = {e["reason"] for e in get(cluster, "events", "-n", namespace)["items"]}
     assert "Pending" not in reasons
