@@ -35,28 +35,28 @@ def test_a_live_peer_with_a_higher_priority_outranks_us(peers, expected):
     assert outranked(peers, 10, NOW) is expected
 
 
-def test_polls_wait_for_open_and_stop_when_closed():
+def test_polls_stop_when_dropped_or_closed():
     async def main() -> None:
         pollers, started = Pollers(STANDALONE), asyncio.Event()
+        other = ("ModelDeployment", "team-a", "xbox")
 
         async def forever() -> None:
             started.set()
             await asyncio.Event().wait()
 
         pollers.want(KEY, forever)
-        await asyncio.sleep(0.01)
-        assert not started.is_set()  # a paused (or not yet active) replica polls nothing
-        pollers.open()
         await asyncio.wait_for(started.wait(), 1)
-        await pollers.close()
-        assert pollers.tasks == {}
-        assert KEY in pollers.wanted  # started again when opened
-        started.clear()
-        pollers.open()
-        await asyncio.wait_for(started.wait(), 1)
+        task = pollers.tasks[KEY]
         pollers.drop(KEY)
         await asyncio.sleep(0.01)
-        assert (pollers.tasks, pollers.wanted) == ({}, {})
+        assert task.cancelled()
+        assert pollers.tasks == {}
+        pollers.want(KEY, forever)
+        pollers.want(other, forever)
+        tasks = list(pollers.tasks.values())
+        await pollers.close()
+        assert pollers.tasks == {}
+        assert all(t.cancelled() for t in tasks)
 
     asyncio.run(main())
 
@@ -72,26 +72,13 @@ def test_a_finished_poll_is_forgotten_and_a_failing_one_retried(monkeypatch):
             if len(calls) < 3:
                 raise RuntimeError("Azure said no")
 
-        pollers.open()
         pollers.want(KEY, flaky)
         pollers.want(KEY, flaky)  # asked again by the next event: still one poll
         for _ in range(100):
-            if not pollers.wanted:
+            if not pollers.tasks:
                 break
             await asyncio.sleep(0.01)
         assert len(calls) == 3
-        assert (pollers.tasks, pollers.wanted) == ({}, {})
-
-    asyncio.run(main())
-
-
-@pytest.mark.parametrize("opened", [True, False])
-def test_close_with_nothing_running(opened):
-    async def main() -> None:
-        pollers = Pollers(STANDALONE)
-        if opened:
-            pollers.open()
-        await pollers.close()
-        assert not pollers.running
+        assert pollers.tasks == {}
 
     asyncio.run(main())

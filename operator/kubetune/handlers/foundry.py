@@ -77,7 +77,12 @@ from kubetune.k8s import Obj, path
 from kubetune.metrics import observe_reconcile
 from kubetune.reconcile.finetunedmodel import AZURE_BLOCKED, BLOCKED, blocked_status
 from kubetune.reconcile.finetunejob import TERMINAL, Observed
-from kubetune.reconcile.foundry import endpoint_status, foundry_hyperparameters, observe_azure_job
+from kubetune.reconcile.foundry import (
+    endpoint_status,
+    foundry_hyperparameters,
+    observe_azure_job,
+    polling_done,
+)
 from kubetune.reconcile.modeldeployment import with_phase
 from kubetune.settings import FoundrySettings
 
@@ -190,12 +195,10 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
     ) -> None:
         """Poll Azure for the job until it is finished and its model registered."""
         key = (FINETUNEJOB.kind, namespace, name)
-        phase = status.get("phase")
-        registered = phase != FineTuneJobPhase.SUCCEEDED or status.get("model")
         pollers: Pollers = memo.pollers
         if event["type"] == "DELETED" or meta.get("deletionTimestamp"):
             pollers.drop(key)
-        elif phase not in TERMINAL or not registered:
+        elif not polling_done(FineTuneJobStatus.model_validate(status)):
             pollers.want(
                 key, lambda: poll(memo, key, lambda: step_job(memo, namespace, name, uid), settings)
             )
@@ -211,8 +214,7 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         status = FineTuneJobStatus.model_validate(obj.get("status") or {})
         if status.phase is None:
             raise NotReady("not accepted yet", retry_after=1)
-        unregistered = status.phase is FineTuneJobPhase.SUCCEEDED and status.model is None
-        if status.phase in TERMINAL and not unregistered:
+        if polling_done(status):
             return None
         spec = with_workspace(FineTuneJobSpec.model_validate(obj["spec"]))
         if spec.workspace is None:

@@ -84,7 +84,6 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
         memo.pollers = Pollers(
             Peering(memo.kube, options.peering, options.priority, not options.namespaces)
         )
-        memo.pollers.open()
         memo.rechecks = {}
         memo.background = set()
         memo.http = await start_server(options.http_host, options.http_port, ReportSink(memo.kube))

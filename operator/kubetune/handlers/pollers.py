@@ -70,40 +70,26 @@ class Peering:
 @dataclass
 class Pollers:
     peering: Peering
-    wanted: dict[Key, Run] = field(default_factory=dict)
     tasks: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
-    running: bool = False
 
     def want(self, key: Key, run: Run) -> None:
-        """Poll with `run` until it returns (at once if open, else when opened)."""
-        self.wanted.setdefault(key, run)
-        if self.running and key not in self.tasks:
-            self._start(key)
+        """Poll with `run` until it returns, unless a poll of this object is running."""
+        if key not in self.tasks:
+            self.tasks[key] = asyncio.ensure_future(self._keep(key, run))
 
     def drop(self, key: Key) -> None:
         """No more polls of this object (it is being deleted)."""
-        self.wanted.pop(key, None)
         task = self.tasks.pop(key, None)
         if task is not None:
             task.cancel()
 
-    def open(self) -> None:
-        self.running = True
-        for key in list(self.wanted):
-            if key not in self.tasks:
-                self._start(key)
-
     async def close(self) -> None:
-        """Stop every poll; the wanted ones start again when opened."""
-        self.running = False
+        """Stop every poll (the operator stops)."""
         tasks = list(self.tasks.values())
         self.tasks.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _start(self, key: Key) -> None:
-        self.tasks[key] = asyncio.ensure_future(self._keep(key, self.wanted[key]))
 
     async def _keep(self, key: Key, run: Run) -> None:
         """Run until done; an unexpected error is logged and run again after a backoff,
@@ -112,12 +98,10 @@ class Pollers:
             while True:
                 try:
                     await run()
-                    break
+                    return
                 except Exception:
                     log.exception("%s %s/%s: poll failed (again in %d s)", *key, RETRY_BACKOFF)
                     await asyncio.sleep(RETRY_BACKOFF)
-            if self.wanted.get(key) is run:
-                del self.wanted[key]
         finally:
             if self.tasks.get(key) is asyncio.current_task():
                 del self.tasks[key]

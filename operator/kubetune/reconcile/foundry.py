@@ -17,7 +17,7 @@ from kubetune.api.modeldeployment import (
     ModelDeploymentStatus,
 )
 from kubetune.backends.foundry import EndpointInfo, JobInfo
-from kubetune.reconcile.finetunejob import Observed
+from kubetune.reconcile.finetunejob import TERMINAL, Observed
 from kubetune.reconcile.modeldeployment import model_gate, with_phase
 
 Phase = FineTuneJobPhase
@@ -41,6 +41,12 @@ AZURE_PHASES: dict[str, FineTuneJobPhase] = {
 # Foundry's default batch size for serverless fine-tuning: batchSizeMultiplier scales it.
 FOUNDRY_BATCH_SIZE = 1
 MAX_FOUNDRY_BATCH_SIZE = 32
+
+
+def polling_done(status: FineTuneJobStatus) -> bool:
+    """A foundry job needs no more polls: it ended, and a success has its model."""
+    unregistered = status.phase is FineTuneJobPhase.SUCCEEDED and status.model is None
+    return status.phase in TERMINAL and not unregistered
 
 
 def observe_azure_job(info: JobInfo, old: FineTuneJobStatus) -> Observed:
