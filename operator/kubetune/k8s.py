@@ -33,6 +33,9 @@ BACKOFF = 0.2
 BACKOFF_CAP = 5.0
 # Longer than any single API call takes; a hung connection is retried like a dropped one.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)
+# A watch ends when the server closes it (its timeoutSeconds); a connection silent
+# for longer than this is dead, and is watched again.
+WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
 # Connections to the API server at once. Each TLS connection costs about 300 KB
 # (asyncio's 256 KiB read buffer and OpenSSL's state), and with the operator's bounded
 # workers (settings.workers) more would only wait for them (docs/performance.md).
@@ -104,11 +107,17 @@ class Kube:
         self.server = info.server.rstrip("/")
         self.proxy = info.proxy_url
         self.headers = info.as_http_headers()
+        ssl = info.as_ssl_context()
         # No proxy or ~/.netrc lookups from the environment: the endpoint and the
         # credentials come from the login, as for Kopf's own client.
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=POOL, ssl=info.as_ssl_context()),
+            connector=aiohttp.TCPConnector(limit=POOL, ssl=ssl),
             timeout=REQUEST_TIMEOUT,
+            trust_env=False,
+        )
+        self.streams = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ssl=ssl),
+            timeout=WATCH_TIMEOUT,
             trust_env=False,
         )
 
@@ -122,6 +131,7 @@ class Kube:
 
     async def close(self) -> None:
         await self.session.close()
+        await self.streams.close()
 
     def relogin(self) -> bool:
         """Take the credentials again (a service account token is rotated on disk);
@@ -195,17 +205,59 @@ class Kube:
                 return None
             raise
 
-    async def iter_items(self, url: str, page: int = 500) -> AsyncIterator[Obj]:
-        """Every item of a collection, read in pages of `page` (memory holds one page)."""
+    async def iter_pages(
+        self, url: str, params: Mapping[str, str] | None = None, page: int = 500
+    ) -> AsyncIterator[Obj]:
+        """A collection's list responses of up to `page` items each, one consistent
+        snapshot (every page has its resourceVersion); memory holds one page."""
         token = ""
         while True:
-            query = urlencode({"limit": page, **({"continue": token} if token else {})})
-            data = await self.request("GET", f"{url}?{query}")
-            for item in data["items"]:
-                yield item
+            query = {**(params or {}), "limit": page, **({"continue": token} if token else {})}
+            data = await self.request("GET", f"{url}?{urlencode(query)}")
+            yield data
             token = (data.get("metadata") or {}).get("continue") or ""
             if not token:
                 return
+
+    async def iter_items(self, url: str, page: int = 500) -> AsyncIterator[Obj]:
+        """Every item of a collection, read in pages of `page` (memory holds one page)."""
+        async for data in self.iter_pages(url, page=page):
+            for item in data["items"]:
+                yield item
+
+    async def watch(self, url: str, params: Mapping[str, str]) -> AsyncIterator[Obj]:
+        """The events of one watch of a collection, parsed, until the server ends it
+        (after `timeoutSeconds`). An error status, or an ERROR event (410 when the
+        resourceVersion is too old), raises ApiError; the caller decides what next.
+        Watches have their own connections: they last minutes and would hold the
+        request pool's."""
+        query = urlencode({**params, "watch": "1"})
+        async with self.streams.get(
+            f"{self.server}{url}?{query}",
+            headers={**self.headers, "Accept": "application/json"},
+            proxy=self.proxy,
+        ) as response:
+            if response.status >= 400:
+                raw = await response.read()
+                raise ApiError(
+                    response.status, response.reason or "", raw.decode(errors="replace"), {}
+                )
+            rest = b""
+            async for chunk in response.content.iter_any():
+                *lines, rest = (rest + chunk).split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    event: Obj = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        raise ApiError(
+                            int(status.get("code") or 500),
+                            str(status.get("reason") or ""),
+                            json.dumps(status),
+                            {},
+                        )
+                    yield event
 
     async def list_items(self, url: str) -> list[Obj]:
         items: list[Obj] = (await self.request("GET", url))["items"]
@@ -270,11 +322,13 @@ class Kube:
         return await self.patch(path(API_VERSION, plural, namespace, name), patch)
 
     async def patch_custom_status(
-        self, plural: str, namespace: str, name: str, status: Obj
+        self, plural: str, namespace: str, name: str, status: Obj, resource_version: str = ""
     ) -> Obj | None:
-        return await self.patch(
-            path(API_VERSION, plural, namespace, name, "status"), {"status": status}
-        )
+        """With a resource_version, only if the object is still at it (else 409)."""
+        patch: Obj = {"status": status}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
+        return await self.patch(path(API_VERSION, plural, namespace, name, "status"), patch)
 
     async def create_job(self, namespace: str, body: Obj) -> tuple[Obj, bool]:
         return await self.create(path("batch/v1", "jobs", namespace), body)

@@ -463,7 +463,7 @@ def test_metrics_follow_the_jobs(cluster, namespace, operator, training_data, ou
     text = metrics()
     assert 'kubetune_finetunejobs{backend="local",phase="Running"} 0.0' in text
     assert (
-        'kubetune_reconcile_duration_seconds_count{handler="pod-event",kind="FineTuneJob"}' in text
+        'kubetune_reconcile_duration_seconds_count{handler="training",kind="FineTuneJob"}' in text
     )
     ftj = make_finetunejob("broken")
     del ftj["spec"]["output"]

@@ -54,3 +54,35 @@ def test_a_deleted_job_can_come_back_under_its_name():
     view.saw_job(KEY, obj("xbox"), deleted=False)
     assert view.job(KEY) is not None
     assert not view.finished
+
+
+def labelled(name: str, namespace: str = "team-a", job: str = "xbox") -> dict:
+    body = obj(name)
+    body["metadata"].update(namespace=namespace, labels={"kubetune.io/finetunejob": job})
+    return body
+
+
+def test_events_are_filed_under_their_job_by_label():
+    view = Children()
+    assert view.saw("jobs", "ADDED", labelled("xbox")) == KEY
+    assert view.saw("pods", "MODIFIED", labelled("xbox-a")) == KEY
+    assert view.saw("pods", "ADDED", labelled("other-a", "team-b", "other")) == ("team-b", "other")
+    assert [p["metadata"]["name"] for p in view.pods_of(KEY)] == ["xbox-a"]
+    assert view.saw("pods", "DELETED", labelled("xbox-a")) == KEY
+    assert view.pods_of(KEY) == []
+
+
+def test_a_list_drops_what_was_deleted_unseen_in_its_namespace_only():
+    view = Children()
+    view.saw("jobs", "ADDED", labelled("xbox"))
+    view.saw("pods", "ADDED", labelled("xbox-a"))
+    view.saw("pods", "ADDED", labelled("xbox-b"))
+    view.saw("pods", "ADDED", labelled("other-a", "team-b", "other"))
+    assert view.listed("pods", "team-a", {("team-a", "xbox-b")}) == {KEY}
+    assert [p["metadata"]["name"] for p in view.pods_of(KEY)] == ["xbox-b"]
+    assert view.pods_of(("team-b", "other")) != []  # another namespace's list
+    assert view.listed("pods", None, set()) == {KEY, ("team-b", "other")}
+    assert view.pods == {}
+    assert view.listed("jobs", "team-a", {("team-a", "xbox")}) == set()
+    assert view.listed("jobs", "team-a", set()) == {KEY}
+    assert view.job(KEY) is None

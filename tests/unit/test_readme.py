@@ -50,7 +50,7 @@ STATUS = section("Reading status")
 # --- reasons --------------------------------------------------------------------------
 
 # Callee name -> index of its positional `reason` argument (a `reason=` keyword counts
-# too). `warn` is kopf.warn: a Warning event.
+# too). `warn` is events.warn: a Warning event.
 REASON_ARGUMENT = {
     "set_condition": 3,
     "Observed": 1,

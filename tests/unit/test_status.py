@@ -9,6 +9,7 @@ import pytest
 
 from kubetune.api.finetunejob import FineTuneJobPhase, FineTuneJobStatus
 from kubetune.handlers.status import StatusWriter
+from kubetune.k8s import ApiError
 
 KEY = ("finetunejobs", "ns", "job")
 
@@ -17,7 +18,10 @@ class RecordingKube:
     """The two calls StatusWriter makes, against one object kept in memory."""
 
     def __init__(self) -> None:
-        self.obj: dict[str, Any] = {"metadata": {"name": "job", "generation": 1}, "status": {}}
+        self.obj: dict[str, Any] = {
+            "metadata": {"name": "job", "generation": 1, "resourceVersion": "1"},
+            "status": {},
+        }
         self.calls: list[tuple[str, Any]] = []
 
     async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
@@ -25,11 +29,20 @@ class RecordingKube:
         return {**self.obj, "status": dict(self.obj["status"])}
 
     async def patch_custom_status(
-        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str = "",
     ) -> dict[str, Any]:
         self.calls.append(("patch", status))
+        meta = self.obj["metadata"]
+        if resource_version and resource_version != meta["resourceVersion"]:
+            raise ApiError(409, "Conflict", "", {})
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
         self.obj["status"].update(status)
-        return self.obj
+        return {**self.obj, "status": dict(self.obj["status"])}
 
 
 def set_phase(phase: FineTuneJobPhase):
@@ -48,7 +61,7 @@ def writer() -> tuple[StatusWriter, RecordingKube]:
     return StatusWriter(kube), kube  # type: ignore[arg-type]
 
 
-def test_each_update_reads_and_patches():
+def test_an_update_reads_once_then_starts_from_the_version_it_wrote():
     status, kube = writer()
 
     async def main() -> None:
@@ -59,9 +72,73 @@ def test_each_update_reads_and_patches():
     assert kube.calls == [
         ("get", "job"),
         ("patch", {"phase": "Pending"}),
-        ("get", "job"),
         ("patch", {"jobName": "job"}),
     ]
+    assert kube.obj["status"] == {"phase": "Pending", "jobName": "job"}
+
+
+def test_an_update_over_someone_elses_write_is_computed_again_from_a_read():
+    """A trainer's report (another writer) between two updates: nothing of it is lost."""
+    status, kube = writer()
+    seen: list[dict[str, Any]] = []
+
+    def running(obj: Any, old: FineTuneJobStatus) -> FineTuneJobStatus:
+        seen.append(dict(obj["status"]))
+        return old.model_copy(update={"phase": FineTuneJobPhase.RUNNING})
+
+    async def main() -> None:
+        await status.update(*KEY, FineTuneJobStatus, set_phase(FineTuneJobPhase.PENDING))
+        kube.obj["status"]["progress"] = {"step": 3}  # written by someone else
+        kube.obj["metadata"]["resourceVersion"] = "99"
+        await status.update(*KEY, FineTuneJobStatus, running)
+
+    asyncio.run(main())
+    assert [c[0] for c in kube.calls] == ["get", "patch", "patch", "get", "patch"]
+    assert seen[-1]["progress"] == {"step": 3}  # computed again from the fresh read
+    assert kube.obj["status"] == {"phase": "Running", "progress": {"step": 3}}
+
+
+def test_a_coalesced_block_over_someone_elses_write_is_written_anyway():
+    """Its steps are not done again (they created things): its changes go over the
+    object as it is now."""
+    status, kube = writer()
+
+    async def main() -> None:
+        await status.update(*KEY, FineTuneJobStatus, set_phase(FineTuneJobPhase.PENDING))
+        async with status.coalesce(*KEY):
+            await status.update(*KEY, FineTuneJobStatus, set_job_name)
+            kube.obj["metadata"]["resourceVersion"] = "99"  # e.g. the spec was edited
+
+    asyncio.run(main())
+    assert [c[0] for c in kube.calls] == ["get", "patch", "patch", "patch"]
+    assert kube.obj["status"] == {"phase": "Pending", "jobName": "job"}
+
+
+def test_an_update_of_a_deleted_object_says_it_is_gone():
+    status, kube = writer()
+
+    async def gone(*_: Any, **__: Any) -> None:
+        return None
+
+    async def main() -> object:
+        await status.update(*KEY, FineTuneJobStatus, set_phase(FineTuneJobPhase.PENDING))
+        kube.patch_custom_status = gone  # type: ignore[method-assign]
+        return await status.update(*KEY, FineTuneJobStatus, set_job_name)
+
+    assert asyncio.run(main()) is None
+
+
+def test_kept_versions_are_bounded(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("kubetune.handlers.status.KEEP", 2)
+    status, kube = writer()
+
+    async def main() -> None:
+        for name in ("a", "b", "c", "a"):
+            await status.update("finetunejobs", "ns", name, FineTuneJobStatus, set_job_name)
+
+    asyncio.run(main())
+    # "a" was dropped for "c", so it is read again.
+    assert [c for c in kube.calls if c[0] == "get"] == [("get", n) for n in ("a", "b", "c", "a")]
 
 
 def test_coalesced_updates_read_once_and_write_once():
@@ -115,3 +192,22 @@ def test_other_writers_wait_for_the_block_and_see_its_result():
 
     asyncio.run(main())
     assert seen == [FineTuneJobPhase.RUNNING]
+
+
+def test_an_event_of_another_version_makes_the_next_update_read_the_object():
+    """What acts on a spec edit or an annotation must see it: Kopf calls the event
+    handlers (saw) first."""
+    status, kube = writer()
+
+    def event(version: str) -> dict[str, Any]:
+        return {"metadata": {"namespace": "ns", "name": "job", "resourceVersion": version}}
+
+    async def main() -> None:
+        await status.update(*KEY, FineTuneJobStatus, set_phase(FineTuneJobPhase.PENDING))
+        status.saw("finetunejobs", event("2"))  # the event of the write above
+        await status.update(*KEY, FineTuneJobStatus, set_job_name)
+        status.saw("finetunejobs", event("7"))  # someone else's change
+        await status.update(*KEY, FineTuneJobStatus, set_phase(FineTuneJobPhase.RUNNING))
+
+    asyncio.run(main())
+    assert [c[0] for c in kube.calls] == ["get", "patch", "patch", "get", "patch"]

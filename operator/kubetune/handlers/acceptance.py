@@ -9,9 +9,9 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import kopf
 from pydantic import BaseModel
 
+from kubetune import events
 from kubetune.api.kinds import FINETUNEDMODEL, FINETUNEJOB, MODELDEPLOYMENT, ResourceKind
 from kubetune.errors import InvalidSpec
 from kubetune.handlers.status import Change, StatusWriter
@@ -57,9 +57,9 @@ def post_transition(change: Change[Any], reason: str | None = None, message: str
         json.dumps(text),
     )
     if phase in ("Failed", "DeletionBlocked"):
-        kopf.warn(change.obj, reason=reason or phase, message=text)
+        events.warn(change.obj, reason=reason or phase, message=text)
     elif change.old.phase is not None or phase != QUIET.get(str(change.obj.get("kind"))):
-        kopf.info(change.obj, reason=reason or phase, message=text)
+        events.info(change.obj, reason=reason or phase, message=text)
 
 
 async def accept(
@@ -87,7 +87,7 @@ async def accept(
     change = await writer.update(kind.plural, namespace, name, kind.status, check)
     if change is not None:
         if problems:
-            kopf.warn(change.obj, reason="InvalidSpec", message=problems[0])
+            events.warn(change.obj, reason="InvalidSpec", message=problems[0])
         else:
             post_transition(change)
     return change, (parsed[0] if parsed else None)

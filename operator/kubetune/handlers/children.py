@@ -1,13 +1,14 @@
 """The training Jobs and pods of each unfinished FineTuneJob, as the watches last
-showed them, and which FineTuneJobs are finished.
+showed them (informer.py; slimmed to what the status logic reads), and which
+FineTuneJobs are finished.
 
 Kopf indices would hold the same, but Kopf holds every handler back until each
 object of an indexed resource's first listing is indexed, and wakes every waiting
 worker once per such object: a restart with N jobs present cost O(N²) (17 s at
-1,000 jobs; docs/performance.md). This view is filled by the jobs' and pods' event
-handlers instead, keeps nothing for finished jobs (the events of their Jobs and pods
-are skipped without a read), and knows the finished ones from the start: the
-operator lists the FineTuneJobs once, in pages, before any handler runs (`load`).
+1,000 jobs; docs/performance.md). This view keeps nothing for finished jobs (the
+events of their Jobs and pods are dropped as they are read), and knows the finished
+ones from the start: the operator lists the FineTuneJobs once, in pages, before any
+handler runs (`load`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from kubetune.api.common import API_VERSION
 from kubetune.api.kinds import FINETUNEJOB
+from kubetune.backends.local.manifests import FINETUNEJOB_LABEL
 from kubetune.k8s import Kube, Obj, path
 from kubetune.reconcile.finetunejob import TERMINAL
 
@@ -76,6 +78,34 @@ class Children:
             self.pods[key] = pods
         if not pods:
             self.pods.pop(key, None)
+
+    def saw(self, plural: str, event: str, obj: Obj) -> Key:
+        """A training Job's or pod's event (plural "jobs" or "pods"); its job's key."""
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["labels"][FINETUNEJOB_LABEL])
+        saw = self.saw_job if plural == "jobs" else self.saw_pod
+        saw(key, obj, deleted=event == "DELETED")
+        return key
+
+    def listed(self, plural: str, namespace: str | None, names: set[tuple[str, str]]) -> set[Key]:
+        """A complete list of one namespace's (None: every namespace's) training Jobs
+        or pods returned `names`: drop the others, deleted unseen; their jobs' keys."""
+        held = (
+            ((key, job["metadata"]["name"]) for key, job in self.jobs.items())
+            if plural == "jobs"
+            else ((key, pod) for key, pods in self.pods.items() for pod in pods)
+        )
+        gone = [
+            (key, name)
+            for key, name in held
+            if namespace in (None, key[0]) and (key[0], name) not in names
+        ]
+        for key, name in gone:
+            if plural == "jobs":
+                self.jobs.pop(key, None)
+            else:
+                self.saw_pod(key, {"metadata": {"name": name}}, deleted=True)
+        return {key for key, _ in gone}
 
     def job(self, key: Key) -> Obj | None:
         return self.jobs.get(key)

@@ -19,6 +19,7 @@ from typing import Any
 
 import kopf
 
+from kubetune import events
 from kubetune.api.common import API_VERSION, GROUP, VERSION
 from kubetune.api.finetunedmodel import (
     DeletionPolicy,
@@ -83,7 +84,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         if PROTECTION not in (meta.get("finalizers") or []):
             return
         if (meta.get("annotations") or {}).get(FORCE_DELETE) == "true":
-            kopf.warn(
+            events.warn(
                 obj,
                 reason="ForceDeleted",
                 message=f"{FORCE_DELETE} is set: deleting "
@@ -126,7 +127,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             )
             job, created = await memo.kube.create_job(namespace, manifest)
             if created:
-                kopf.info(
+                events.info(
                     obj,
                     reason="CleanupStarted",
                     message=f"Job {manifest['metadata']['name']} deletes the adapter",
@@ -135,7 +136,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                 c["type"]: c["status"] for c in (job.get("status") or {}).get("conditions") or []
             }
             if conditions.get("Failed") == "True":
-                kopf.warn(
+                events.warn(
                     obj,
                     reason="CleanupFailed",
                     message=f"Job {job['metadata']['name']} "
@@ -198,13 +199,16 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         name: str,
         namespace: str,
         meta: kopf.Meta,
+        body: kopf.Body,
         memo: kopf.Memo,
         deployments_by_model: kopf.Index[Any, str],
         **_: Any,
     ) -> None:
         if event["type"] == "DELETED":
             memo.status.forget(FINETUNEDMODEL.plural, namespace, name)
-        elif meta.get("deletionTimestamp"):
+            return
+        memo.status.saw(FINETUNEDMODEL.plural, body)
+        if meta.get("deletionTimestamp"):
             with observe_reconcile(FINETUNEDMODEL.kind, "deletion"):
                 await sync(memo, namespace, name, deployments_by_model)
 

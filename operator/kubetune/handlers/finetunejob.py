@@ -3,21 +3,27 @@
 On create, update and resume: accept the spec, then make sure the one training
 Job exists (its name is the FineTuneJob's, so a restart, a lost response or a
 duplicate event finds it instead of creating a second) and follows `suspend`.
-Events of the training Jobs and pods (kept in a view, children.py, so no extra
-reads) drive the status through reconcile/finetunejob.py; success registers the
-FineTunedModel. An event whose observation equals the one this process last wrote
-for that job is skipped without a read: most Job and pod events (a node bound, a
-condition's probe time) observe the same thing again (docs/performance.md).
+The training Jobs and pods are watched by our own informers (informer.py), not by
+Kopf: the API server filters them by label, each event only updates a slim view
+(children.py) and queues its job's key once however many events come (workqueue.py),
+and a worker then drives the status through reconcile/finetunejob.py; success
+registers the FineTunedModel. An observation equal to the one this process last
+wrote for that job is skipped without a read: most Job and pod events (a node bound,
+a condition's probe time) observe the same thing again (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
+from kubetune import events
 from kubetune.api.common import GROUP, VERSION, Backend
 from kubetune.api.finetunejob import FineTuneJobPhase, FineTuneJobSpec, FineTuneJobStatus
 from kubetune.api.kinds import FINETUNEDMODEL, FINETUNEJOB
@@ -30,9 +36,11 @@ from kubetune.backends.local.manifests import (
 )
 from kubetune.errors import BackendRejected, InvalidSpec, NotReady
 from kubetune.handlers.acceptance import accept, post_transition
-from kubetune.handlers.children import Children
+from kubetune.handlers.children import Children, Key
 from kubetune.handlers.errors import RETRY_BACKOFF, kopf_errors
+from kubetune.handlers.pollers import Pollers
 from kubetune.handlers.status import StatusWriter
+from kubetune.informer import Informer
 from kubetune.k8s import Obj
 from kubetune.metrics import FAILURES, JOBS_BY_PHASE, observe_reconcile
 from kubetune.reconcile.finetunejob import (
@@ -53,13 +61,13 @@ from kubetune.reconcile.inputs import (
     resolve_inputs,
 )
 from kubetune.settings import LocalSettings
+from kubetune.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
 FTJ = (GROUP, VERSION, FINETUNEJOB.plural)
-JOBS = ("batch", "v1", "jobs")
+JOBS = ("batch/v1", "jobs")
 PODS = ("v1", "pods")
-TRAINING = {FINETUNEJOB_LABEL: kopf.PRESENT}
 
 
 async def register_model(memo: kopf.Memo, obj: Obj, manifest: Obj) -> str | None:
@@ -73,7 +81,7 @@ async def register_model(memo: kopf.Memo, obj: Obj, manifest: Obj) -> str | None
     )
     model_name = model["metadata"]["name"]
     if not created and (model.get("spec") or {}).get("sourceJob") != name:
-        kopf.warn(
+        events.warn(
             obj,
             reason="ModelNameTaken",
             message=f"FineTunedModel {model_name} exists and was not made by this job; "
@@ -112,52 +120,72 @@ async def fail(memo: kopf.Memo, namespace: str, name: str, reason: str, message:
     await observe(memo, namespace, name, Observed(FineTuneJobPhase.FAILED, reason, message))
 
 
+async def sync_status(
+    memo: kopf.Memo,
+    settings: LocalSettings,
+    namespace: str,
+    name: str,
+    seen: Observed,
+) -> bool:
+    """Fold `seen` into the status; False when it was not (not accepted yet, not
+    ours, or gone)."""
+    writer: StatusWriter = memo.status
+    folded = False
+
+    def fold(obj: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
+        nonlocal folded
+        if old.phase is None or (obj.get("spec") or {}).get("backend") != Backend.LOCAL:
+            return old  # not accepted yet, or not ours
+        folded = True
+        generation = int(obj["metadata"].get("generation", 1))
+        return next_status(old, seen, generation=generation, now=datetime.now(UTC))
+
+    change = await writer.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, fold)
+    if change is None:
+        return False
+    message = seen.message
+    if change.new.phase is FineTuneJobPhase.SUCCEEDED and change.new.model is None:
+        obj = change.obj
+        spec = FineTuneJobSpec.model_validate(obj["spec"])
+        manifest = build_finetuned_model(
+            job_name=name,
+            namespace=namespace,
+            spec=spec,
+            settings=settings,
+            base_model=change.new.resolved_base_model,
+        )
+        model = await register_model(memo, obj, manifest)
+        if model is not None:
+            message = f"{message} Registered FineTunedModel {model}."
+    # One Event per transition, the model's registration in the success's.
+    post_transition(change, seen.reason if change.new.phase == seen.phase else None, message)
+    return folded
+
+
+async def sync_training(memo: kopf.Memo, settings: LocalSettings, key: Key) -> None:
+    """A training Job or pod of this job changed (the watches `register` starts):
+    bring the job's status up to date."""
+    namespace, name = key
+    children: Children = memo.children
+    job = children.job(key)
+    if key in children.finished or job is None:
+        return  # finished (a terminal status never changes again), or no Job yet
+    seen = observe_training(job, children.pods_of(key))
+    if memo.applied.get(key) == seen:
+        return  # already in the status: no read, no write
+    pollers: Pollers = memo.pollers
+    await pollers.peering.wait_turn(namespace)
+    with observe_reconcile(FINETUNEJOB.kind, "training"):
+        # Succeeded and the registered model's name in one write.
+        async with memo.status.coalesce(FINETUNEJOB.plural, namespace, name):
+            if memo.applied.get(key) == seen:
+                return  # written by the reconcile this one waited for
+            folded = await sync_status(memo, settings, namespace, name, seen)
+    if folded and seen.phase not in TERMINAL:
+        memo.applied[key] = seen  # written: the block above ended without raising
+
+
 def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
-    # The observation last folded into each unfinished job's status by this process.
-    # Folding the same observation again changes nothing (next_status is idempotent),
-    # so an equal one is skipped. Empty after a restart: the first event syncs.
-    applied: dict[tuple[str | None, str], Observed] = {}
-
-    async def sync_status(
-        memo: kopf.Memo,
-        namespace: str,
-        name: str,
-        seen: Observed,
-    ) -> bool:
-        """Fold `seen` into the status; False when it was not (not accepted yet, not
-        ours, or gone)."""
-        writer: StatusWriter = memo.status
-        folded = False
-
-        def fold(obj: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
-            nonlocal folded
-            if old.phase is None or (obj.get("spec") or {}).get("backend") != Backend.LOCAL:
-                return old  # not accepted yet, or not ours
-            folded = True
-            generation = int(obj["metadata"].get("generation", 1))
-            return next_status(old, seen, generation=generation, now=datetime.now(UTC))
-
-        change = await writer.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, fold)
-        if change is None:
-            return False
-        message = seen.message
-        if change.new.phase is FineTuneJobPhase.SUCCEEDED and change.new.model is None:
-            obj = change.obj
-            spec = FineTuneJobSpec.model_validate(obj["spec"])
-            manifest = build_finetuned_model(
-                job_name=name,
-                namespace=namespace,
-                spec=spec,
-                settings=settings,
-                base_model=change.new.resolved_base_model,
-            )
-            model = await register_model(memo, obj, manifest)
-            if model is not None:
-                message = f"{message} Registered FineTunedModel {model}."
-        # One Event per transition, the model's registration in the success's.
-        post_transition(change, seen.reason if change.new.phase == seen.phase else None, message)
-        return folded
-
     @kopf.on.resume(*FTJ, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
     @kopf.on.update(*FTJ, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
     @kopf.on.create(*FTJ, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
@@ -176,7 +204,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         key = (namespace, name)
         # This handler writes the status itself (acceptance, inputs): the next child
         # event syncs again unless the sync below completes.
-        applied.pop(key, None)
+        memo.applied.pop(key, None)
         seen: Observed | None = None
         with observe_reconcile(FINETUNEJOB.kind, "reconcile"), kopf_errors():
             # One read and one status write for accepting, resolving inputs, creating
@@ -231,12 +259,12 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
                         # Waiting for its pod, in the same write as the acceptance. A Job
                         # that existed (made before a restart) syncs from its own events.
                         seen = observe_training(job, [])
-                        if not await sync_status(memo, namespace, name, seen):
+                        if not await sync_status(memo, settings, namespace, name, seen):
                             seen = None
                 if not created and change.new.phase not in TERMINAL:
                     await follow_suspend(memo, namespace, name, job, parsed, dict(labels))
         if seen is not None and seen.phase not in TERMINAL:
-            applied[key] = seen  # written: the block above ended without raising
+            memo.applied[key] = seen  # written: the block above ended without raising
 
     async def check_inputs(
         memo: kopf.Memo, namespace: str, name: str, obj: Obj, spec: FineTuneJobSpec
@@ -288,39 +316,56 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         if current != spec.suspend and (spec.suspend or not queued):
             await memo.kube.patch_job(namespace, name, {"spec": {"suspend": spec.suspend}})
 
-    @kopf.on.event(*JOBS, labels=TRAINING, registry=registry, id="training_job_event")
-    @kopf.on.event(*PODS, labels=TRAINING, registry=registry, id="training_pod_event")
-    async def training_child_event(
-        namespace: str,
-        labels: kopf.Labels,
-        resource: kopf.Resource,
-        event: kopf.RawEvent,
-        body: kopf.Body,
-        memo: kopf.Memo,
-        **_: Any,
-    ) -> None:
-        """A training Job or pod changed: bring its FineTuneJob's status up to date."""
-        name = labels[FINETUNEJOB_LABEL]
-        key = (namespace, name)
+    @kopf.on.startup(registry=registry, id="training_watches")
+    async def watch_training(memo: kopf.Memo, **_: Any) -> None:
+        """Watch the training Jobs and pods (ours by label, filtered by the API server)
+        into the children view, and sync each job whose children changed; returns once
+        the first lists are in, so no reconcile misses a Job that exists."""
+        # The observation last folded into each unfinished job's status by this
+        # process. Folding the same observation again changes nothing (next_status is
+        # idempotent), so an equal one is skipped. Empty after a restart: the first
+        # event syncs.
+        memo.applied = {}
         children: Children = memo.children
-        saw = children.saw_job if resource.plural == "jobs" else children.saw_pod
-        saw(key, body, deleted=event["type"] == "DELETED")
-        if key in children.finished:
-            return  # a terminal status never changes again: no read, no write
-        job = children.job(key)
-        if job is None:
-            return  # a pod seen before its Job (a restart's re-list): the Job's event syncs
-        seen = observe_training(job, children.pods_of(key))
-        if applied.get(key) == seen:
-            return  # already in the status: no read, no write
-        with observe_reconcile(FINETUNEJOB.kind, f"{resource.plural.removesuffix('s')}-event"):
-            # Succeeded and the registered model's name in one write.
-            async with memo.status.coalesce(FINETUNEJOB.plural, namespace, name):
-                if applied.get(key) == seen:
-                    return  # written by the reconcile this event waited for
-                folded = await sync_status(memo, namespace, name, seen)
-        if folded and seen.phase not in TERMINAL:
-            applied[key] = seen  # written: the block above ended without raising
+        queue: WorkQueue[Key] = WorkQueue(
+            functools.partial(sync_training, memo, settings),
+            workers=memo.workers,
+            retry_after=RETRY_BACKOFF,
+        )
+
+        def on_event(plural: str) -> Callable[[str, Obj], None]:
+            return lambda event, obj: queue.add(children.saw(plural, event, obj))
+
+        def on_listed(plural: str) -> Callable[[str | None, set[tuple[str, str]]], None]:
+            def listed(namespace: str | None, names: set[tuple[str, str]]) -> None:
+                for key in children.listed(plural, namespace, names):
+                    queue.add(key)
+
+            return listed
+
+        informers = [
+            Informer(
+                memo.kube,
+                api_version,
+                plural,
+                namespace,
+                selector=FINETUNEJOB_LABEL,
+                on_event=on_event(plural),
+                on_listed=on_listed(plural),
+            )
+            for api_version, plural in (JOBS, PODS)
+            for namespace in memo.namespaces or (None,)
+        ]
+        memo.training = (queue, [asyncio.ensure_future(i.run()) for i in informers])
+        await asyncio.gather(*(i.synced.wait() for i in informers))
+
+    @kopf.on.cleanup(registry=registry, id="training_watches")
+    async def stop_training_watches(memo: kopf.Memo, **_: Any) -> None:
+        queue, tasks = memo.training
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await queue.close()
 
     @kopf.on.event(*FTJ, registry=registry, id="count_phases")
     async def count_phases(
@@ -335,14 +380,15 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         if event["type"] == "DELETED":
             memo.status.forget(FINETUNEJOB.plural, *key)
             memo.children.forget(key)
-            applied.pop(key, None)
+            memo.applied.pop(key, None)
             return
+        memo.status.saw(FINETUNEJOB.plural, body)
         after = (
             body.get("spec", {}).get("backend", "local"),
             body.get("status", {}).get("phase") or "",
         )
         if after[1] in TERMINAL:
             memo.children.finish(key)
-            applied.pop(key, None)
+            memo.applied.pop(key, None)
         memo.phases[meta.get("uid")] = after
         JOBS_BY_PHASE.labels(*after).inc()

@@ -28,6 +28,7 @@ from typing import Any
 
 import kopf
 
+from kubetune import events
 from kubetune.api.common import GROUP, VERSION, ConditionStatus
 from kubetune.api.finetunedmodel import FineTunedModelSpec, FineTunedModelStatus, ModelSource
 from kubetune.api.finetunejob import (
@@ -171,7 +172,7 @@ async def set_job_condition(
         return
     before = find_condition(change.old.conditions, type_)
     if before is None or before.status != ConditionStatus.FALSE or before.reason != reason:
-        kopf.warn(change.obj, reason=reason, message=message)
+        events.warn(change.obj, reason=reason, message=message)
 
 
 def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None:
@@ -280,7 +281,7 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         client = await memo.foundry.client(obj["metadata"]["namespace"], spec.workspace)
         if spec.suspend and azure.status not in AZURE_TERMINAL | {"CancelRequested"}:
             await memo.foundry.call(client.cancel_job, job_name)
-            kopf.info(
+            events.info(
                 obj,
                 reason="Cancelling",
                 message=f"spec.suspend is true: cancelling Azure job {job_name} "
@@ -382,7 +383,7 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
             await fail(memo, namespace, name, reason, str(e))
             return None
         verb = "Adopted the existing" if info.adopted else "Submitted"
-        kopf.info(obj, reason="Submitted", message=f"{verb} Azure job {info.name}")
+        events.info(obj, reason="Submitted", message=f"{verb} Azure job {info.name}")
         return info
 
     async def stage_data(
@@ -450,7 +451,7 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
             return None
         if new.phase is FineTuneJobPhase.SUCCEEDED and new.model is None:
             if model_id is None:
-                kopf.warn(
+                events.warn(
                     obj,
                     reason="NoModel",
                     message=f"Azure job {info.name} completed without a registered model",
@@ -468,7 +469,7 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
             registered = await register_model(memo, obj, manifest)
             if registered is not None:
                 message = f"Registered FineTunedModel {registered}"
-                kopf.info(obj, reason="ModelCreated", message=message)
+                events.info(obj, reason="ModelCreated", message=message)
         return None if new.phase in TERMINAL else (changed, settings.max_poll_interval)
 
     @kopf.on.delete(
@@ -560,7 +561,7 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
                         base_model_id=base,
                     )
                 )
-                kopf.info(obj, reason="EndpointCreated", message=f"Creating endpoint {target}")
+                events.info(obj, reason="EndpointCreated", message=f"Creating endpoint {target}")
             if endpoint is not None and endpoint.provisioning_state == "Succeeded":
                 keys = await memo.foundry.call(client.get_endpoint_keys, target)
                 key_secret = await write_key_secret(memo, obj, keys)
@@ -666,7 +667,7 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
             gone = await memo.foundry.call(client.delete_endpoint, target)
         if not gone:
             raise kopf.TemporaryError(f"Azure is deleting endpoint {target}", delay=DELETE_POLL)
-        kopf.info(
+        events.info(
             body,
             reason="EndpointDeleted",
             message=f"Deleted serverless endpoint {target}",
@@ -703,4 +704,6 @@ async def delete_azure_model(memo: kopf.Memo, obj: Obj) -> None:
         if change is not None:
             post_transition(change, BLOCKED, message)
         raise
-    kopf.info(obj, reason="AzureModelDeleted", message=f"Deleted Azure model {found[0]}:{found[1]}")
+    events.info(
+        obj, reason="AzureModelDeleted", message=f"Deleted Azure model {found[0]}:{found[1]}"
+    )

@@ -145,9 +145,16 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         with observe_reconcile(MODELDEPLOYMENT.kind, "deployment-event"), kopf_errors():
             await sync(memo, namespace, labels[DEPLOYMENT_LABEL], serving)
 
-    @kopf.on.event(*MDEP, registry=registry, id="forget")
-    async def forget(
-        event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, **_: Any
+    @kopf.on.event(*MDEP, registry=registry, id="seen")
+    async def seen(
+        event: kopf.RawEvent,
+        namespace: str,
+        name: str,
+        body: kopf.Body,
+        memo: kopf.Memo,
+        **_: Any,
     ) -> None:
         if event["type"] == "DELETED":
             memo.status.forget(MODELDEPLOYMENT.plural, namespace, name)
+        else:
+            memo.status.saw(MODELDEPLOYMENT.plural, body)

@@ -8,6 +8,7 @@ from typing import Any
 
 import kopf
 
+from kubetune import events
 from kubetune.api.common import GROUP
 from kubetune.backends.foundry.connections import Connections
 from kubetune.handlers import finetunedmodel, finetunejob, foundry, modeldeployment
@@ -65,14 +66,14 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
         # default (waiting 5 s for more events) the bounded workers capped the operator
         # at workers/5 objects per second, and a restart's re-list with them.
         settings.queueing.idle_timeout = 0.05
-        # Events posted at once: each is a request on Kopf's own client, whose pool has
-        # no limit, and each open TLS connection holds about 300 KB.
-        settings.posting.worker_limit = 10
         if options.peering:
             # Refuse to run unpeered by mistake, and let a standby take over quickly.
             settings.peering.mandatory = True
             settings.peering.lifetime = options.peering_lifetime
         memo.kube = await Kube.connect()
+        events.start(memo.kube)
+        memo.namespaces = options.namespaces
+        memo.workers = options.workers
         if options.peering:
             await ensure_peering(memo.kube, options.peering, options.namespaces)
         memo.status = StatusWriter(memo.kube)
@@ -89,18 +90,22 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
         memo.http = await start_server(options.http_host, options.http_port, ReportSink(memo.kube))
         log.info("Serving /healthz and /metrics on %s:%d", options.http_host, options.http_port)
 
+    finetunejob.register(registry, options.local)
+    finetunedmodel.register(registry, options.local)
+    modeldeployment.register(registry, options.local)
+    foundry.register(registry, options.foundry)
+
+    # Kopf runs cleanup handlers in the order they were registered: this one, which
+    # closes the client, after those of the kinds.
     @kopf.on.cleanup(registry=registry, id="cleanup")
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         for handle in memo.rechecks.values():
             handle.cancel()
         await memo.pollers.close()
         await memo.http.cleanup()
+        await events.stop()
         await memo.kube.close()
 
-    finetunejob.register(registry, options.local)
-    finetunedmodel.register(registry, options.local)
-    modeldeployment.register(registry, options.local)
-    foundry.register(registry, options.foundry)
     return registry
 
 

@@ -29,6 +29,8 @@ Run = Callable[[], Awaitable[None]]
 
 # Seconds between checks while another replica acts.
 PAUSED_RECHECK = 5.0
+# Seconds an answer of the peering object is used again: every training sync asks.
+PEERING_FRESH = 1.0
 
 
 def outranked(peers: Mapping[str, Any], priority: int, now: datetime) -> bool:
@@ -49,6 +51,7 @@ class Peering:
     """The peering object's name; None when running standalone."""
     priority: int
     clusterwide: bool
+    _answers: dict[str, tuple[float, bool]] = field(default_factory=dict)
 
     async def outranked(self, namespace: str) -> bool:
         if self.name is None:
@@ -58,8 +61,14 @@ class Peering:
             if self.clusterwide
             else path("kopf.dev/v1", "kopfpeerings", namespace, self.name)
         )
+        now = asyncio.get_running_loop().time()
+        when, answer = self._answers.get(url, (-PEERING_FRESH, False))
+        if now - when < PEERING_FRESH:
+            return answer
         obj = await self.kube.get(url)
-        return outranked((obj or {}).get("status") or {}, self.priority, datetime.now(UTC))
+        answer = outranked((obj or {}).get("status") or {}, self.priority, datetime.now(UTC))
+        self._answers[url] = (now, answer)
+        return answer
 
     async def wait_turn(self, namespace: str) -> None:
         """Return once no live peer outranks this replica."""

@@ -11,22 +11,34 @@ A handler that changes the status several times in one go (accept the spec,
 resolve inputs, create the Job, record it) wraps that in `coalesce()`: one read,
 one patch at the end, and the lock held in between, so each step costs no API call
 of its own (the scale benchmark counts API writes per job; see docs/performance.md).
+
+The "fresh read" is the object as this writer last read or wrote it, when it still
+has it (the latest `KEEP` objects, without their managedFields): each patch is
+conditional on the version it was computed from, so when anyone else changed the
+object since (a trainer's report, a spec edit, Kopf's annotations) the API server
+answers 409, and the update is computed again from a real read. A new spec,
+annotation or deletion is read before a handler acts on it: the kinds' event
+handlers pass each event to `saw`. A job's later status
+writes (Running, Succeeded) therefore cost no read of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import OrderedDict, defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 from kubetune.api.common import StatusBase
-from kubetune.k8s import Kube, Obj
+from kubetune.k8s import ApiError, Kube, Obj
 
 S = TypeVar("S", bound=StatusBase)
 Key = tuple[str, str, str]
+
+# Objects whose last version read or written is kept: about 3 KB each.
+KEEP = 1000
 
 
 @dataclass
@@ -37,6 +49,7 @@ class _Pending:
     obj: Obj | None = None
     read: StatusBase | None = None
     status: StatusBase | None = None
+    gone: bool = False
 
 
 @dataclass
@@ -46,13 +59,27 @@ class StatusWriter:
         default_factory=lambda: defaultdict(asyncio.Lock)
     )
     _coalescing: dict[Key, _Pending] = field(default_factory=dict)
+    _known: OrderedDict[Key, Obj] = field(default_factory=OrderedDict)
 
     def lock(self, plural: str, namespace: str, name: str) -> asyncio.Lock:
         return self._locks[(plural, namespace, name)]
 
+    def saw(self, plural: str, body: Mapping[str, Any]) -> None:
+        """An event of the object (Kopf calls event handlers before the handlers that
+        act on it): a kept version other than the event's is dropped, so what acts on
+        a new spec, annotation or deletion reads it."""
+        meta = body["metadata"]
+        key = (plural, meta["namespace"], meta["name"])
+        kept = self._known.get(key)
+        if kept is not None and kept["metadata"].get("resourceVersion") != meta.get(
+            "resourceVersion"
+        ):
+            del self._known[key]
+
     def forget(self, plural: str, namespace: str, name: str) -> None:
-        """Drop the lock of a deleted object."""
+        """Drop the lock and the kept version of a deleted object."""
         self._locks.pop((plural, namespace, name), None)
+        self._known.pop((plural, namespace, name), None)
 
     @contextlib.asynccontextmanager
     async def coalesce(self, plural: str, namespace: str, name: str) -> AsyncIterator[None]:
@@ -71,7 +98,10 @@ class StatusWriter:
                 yield
             finally:
                 del self._coalescing[key]
-                await self._write(key, pending)
+                if not await self._write(key, pending):
+                    # Changed since: the block's steps cannot be done again (a Job was
+                    # created), so its changes are written over the object as it is.
+                    await self._write(key, pending, conditional=False)
 
     async def update(
         self,
@@ -87,10 +117,11 @@ class StatusWriter:
         if pending is not None and pending.owner is asyncio.current_task():
             return await self._apply(key, pending, model, change)
         async with self._locks[key]:
-            pending = _Pending(None)
-            done = await self._apply(key, pending, model, change)
-            await self._write(key, pending)
-            return done
+            while True:
+                pending = _Pending(None)
+                done = await self._apply(key, pending, model, change)
+                if await self._write(key, pending):
+                    return None if pending.gone else done
 
     async def _apply(
         self,
@@ -100,7 +131,7 @@ class StatusWriter:
         change: Callable[[Obj, S], Awaitable[S] | S],
     ) -> Change[S] | None:
         if pending.obj is None:
-            obj = await self.kube.get_custom(*key)
+            obj = self._known.get(key) or await self.kube.get_custom(*key)
             if obj is None:
                 return None
             pending.obj = obj
@@ -111,12 +142,36 @@ class StatusWriter:
         pending.status = new
         return Change(pending.obj, old, new)
 
-    async def _write(self, key: Key, pending: _Pending) -> None:
-        if pending.read is None or pending.status is None:
-            return
+    async def _write(self, key: Key, pending: _Pending, *, conditional: bool = True) -> bool:
+        """Patch what changed, if the object is still at the version read (unless not
+        `conditional`); False when it was not (409), and the kept version is dropped."""
+        if pending.obj is None or pending.read is None or pending.status is None:
+            return True
         patch = status_patch(pending.read, pending.status)
-        if patch:
-            await self.kube.patch_custom_status(*key, patch)
+        if not patch:
+            self._keep(key, pending.obj)
+            return True
+        version = pending.obj["metadata"].get("resourceVersion", "") if conditional else ""
+        try:
+            obj = await self.kube.patch_custom_status(*key, patch, resource_version=version)
+        except ApiError as e:
+            if e.status != 409 or not version:
+                raise
+            self._known.pop(key, None)
+            return False
+        if obj is None:
+            pending.gone = True
+            self._known.pop(key, None)
+        else:
+            self._keep(key, obj)
+        return True
+
+    def _keep(self, key: Key, obj: Obj) -> None:
+        meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+        self._known[key] = {**obj, "metadata": meta}
+        self._known.move_to_end(key)
+        while len(self._known) > KEEP:
+            self._known.popitem(last=False)
 
 
 @dataclass(frozen=True)
