@@ -180,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("KUBETUNE_WORKERS", "20")),
-        help="objects of one kind handled at once; bounds memory in a burst (default: 20)",
+        default=int(os.environ.get("KUBETUNE_WORKERS", "50")),
+        help="objects of one kind handled at once, and jobs synced from their training pods "
+        "at once; bounds memory in a burst (default: 50)",
     )
     run.add_argument(
         "--log-format",

@@ -37,9 +37,10 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)
 # for longer than this is dead, and is watched again.
 WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
 # Connections to the API server at once. Each TLS connection costs about 300 KB
-# (asyncio's 256 KiB read buffer and OpenSSL's state), and with the operator's bounded
-# workers (settings.workers) more would only wait for them (docs/performance.md).
-POOL = 20
+# (asyncio's 256 KiB read buffer and OpenSSL's state); with 20 the operator's workers
+# (settings.workers) waited for connections and the throughput was 18 jobs/s against
+# 26 with 60, and 28 with 100 (docs/performance.md).
+POOL = 60
 
 log = logging.getLogger(__name__)
 

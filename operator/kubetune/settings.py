@@ -60,8 +60,9 @@ class RunOptions:
     """Peering priority: the highest-priority replica acts, the others stand by."""
     peering_lifetime: int = 15
     """Seconds a silent replica is still trusted; a standby takes over after this."""
-    workers: int = 20
-    """Objects of one kind handled at once (Kopf's worker limit); bounds memory in a burst."""
+    workers: int = 50
+    """Objects of one kind handled at once (Kopf's worker limit), and jobs synced from their
+    training Jobs and pods at once; bounds memory in a burst."""
     log_format: LogFormat = LogFormat.TEXT
     verbose: bool = False
     local: LocalSettings = field(default_factory=LocalSettings)
