@@ -74,6 +74,10 @@ class Informer:
                     log.warning("%s: watch failed: %s", self.url, e)
             except (aiohttp.ClientError, TimeoutError) as e:
                 log.info("%s: watch dropped (%s); watching again", self.url, e or type(e).__name__)
+            except Exception:
+                # A bug of ours must not stop the watch for good: logged, and listed again.
+                log.exception("%s: watch failed; listing again", self.url)
+                version = None
             failures += 1
             await asyncio.sleep(min(BACKOFF_CAP, BACKOFF * 2 ** min(failures - 1, 8)))
 
