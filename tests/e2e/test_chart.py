@@ -87,6 +87,7 @@ def test_crds_can_be_left_out_or_not_kept(helm):
             id="partial-foundry-workspace",
         ),
         pytest.param(("--set", "foundry.pollInterval=0"), "exclusiveMinimum", id="zero-poll"),
+        pytest.param(("--set", "workers=0"), "minimum", id="no-workers"),
     ],
 )
 def test_values_schema_rejects_mistakes(helm, args, message):
@@ -107,6 +108,7 @@ def test_template_renders_a_restricted_operator(helm):
     assert "--namespace=team-a" in container["args"]
     assert "--namespace=team-b" in container["args"]
     assert "--progress-url=http://kt-operator.kubetune-system.svc:8080" in container["args"]
+    assert "--workers=50" in container["args"]
     binding = objects[("ClusterRoleBinding", "kt-operator")]
     assert binding["subjects"][0] == {
         "kind": "ServiceAccount",
@@ -125,6 +127,7 @@ def test_every_option_renders(helm):
     assert "--gpu-resource=amd.com/gpu" in container["args"]
     assert "--default-output-pvc=kubetune-models" in container["args"]
     assert "--peering=kt-operator" in container["args"]
+    assert "--workers=8" in container["args"]
     assert ("CustomResourceDefinition", "kopfpeerings.kopf.dev") in objects
     assert "strategy" not in objects[("Deployment", "kt-operator")]["spec"]
     assert pod["metadata"]["labels"]["team"] == "ml-platform"
