@@ -178,6 +178,41 @@ def failed_pod(
 # --- observe_training ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("job", "pods"),
+    [
+        pytest.param(make_job(), [], id="no-pod"),
+        pytest.param(make_job(), [unschedulable_pod()], id="unschedulable"),
+        pytest.param(make_job(active=1), [running_pod()], id="running"),
+        pytest.param(
+            make_job(active=1),
+            [failed_pod("xbox-a", message="out of memory"), running_pod("xbox-b", created=T1)],
+            id="retrying",
+        ),
+        pytest.param(
+            make_job(succeeded=1, completionTime=ts(T2), conditions=[job_condition("Complete")]),
+            [make_pod("xbox-a", "Succeeded", started=T1, state=terminated_state(0, "Completed"))],
+            id="complete",
+        ),
+        pytest.param(
+            make_job(conditions=[job_condition("Failed", "PodFailurePolicy", "exit code 3")]),
+            [failed_pod("xbox-a", BAD_INPUT_EXIT_CODE, "Error", message="line 7: not JSON")],
+            id="failed-by-policy",
+        ),
+        pytest.param(make_job(suspend=True), [], id="suspended"),
+        pytest.param(make_job(active=1), [make_pod("xbox-a", "Running", deleting=True)], id="gone"),
+    ],
+)
+def test_the_view_keeps_everything_the_observation_reads(job: dict, pods: list[dict]):
+    """The children view slims Jobs and pods (read_parts): nothing observe_training
+    reads may be lost."""
+    assert observe_training(slim(job), [slim(p) for p in pods]) == observe_training(job, pods)
+    for pod in pods:
+        dropped = slim(pod)["status"]
+        assert "qosClass" not in dropped
+        assert all("image" not in cs for cs in dropped.get("containerStatuses", []))
+
+
 def test_no_job_is_being_created():
     assert observe_training(None, []) == Observed(
         Phase.PENDING, "Creating", "Creating the training Job."

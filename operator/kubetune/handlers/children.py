@@ -21,7 +21,7 @@ from kubetune.api.common import API_VERSION
 from kubetune.api.kinds import FINETUNEJOB
 from kubetune.backends.local.manifests import FINETUNEJOB_LABEL
 from kubetune.k8s import Kube, Obj, path
-from kubetune.reconcile.finetunejob import TERMINAL
+from kubetune.reconcile.finetunejob import TERMINAL, read_parts
 
 Key = tuple[str, str]
 
@@ -39,7 +39,7 @@ def slim(body: Any) -> Obj:
             "ownerReferences": list(meta.get("ownerReferences") or []),
         },
         "spec": {k: spec[k] for k in ("suspend", "nodeName") if k in spec},
-        "status": dict(body.get("status") or {}),
+        "status": read_parts(body.get("status") or {}),
     }
 
 

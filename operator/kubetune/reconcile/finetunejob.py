@@ -77,6 +77,29 @@ def _newest(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
 
 
+def read_parts(status: Mapping[str, Any]) -> dict[str, Any]:
+    """What observe_training reads of a Job's or pod's status: its phase and times,
+    the conditions that are true or say where a pod is scheduled, and how containers
+    ended. The rest (images, addresses, probe times, counters) is not kept for the
+    jobs being trained (handlers/children.py): at N=5,000 it was most of the view."""
+    conditions = [
+        {k: v for k, v in c.items() if k != "lastProbeTime"}
+        for c in status.get("conditions") or []
+        if c.get("status") == "True" or c.get("type") == "PodScheduled"
+    ]
+    ended = [
+        {"state": {"terminated": cs["state"]["terminated"]}}
+        for cs in status.get("containerStatuses") or []
+        if "terminated" in (cs.get("state") or {})
+    ]
+    kept = {k: status[k] for k in ("phase", "startTime", "completionTime") if k in status}
+    return {
+        **kept,
+        **({"conditions": conditions} if conditions else {}),
+        **({"containerStatuses": ended} if ended else {}),
+    }
+
+
 def observe_training(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) -> Observed:
     """What the training Job and its pods say about the run."""
     if job is None:
