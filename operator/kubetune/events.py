@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubetune.k8s import Kube, Obj, path
+from kubetune.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ def event_body(obj: Mapping[str, Any], type_: str, reason: str, message: str) ->
     meta = obj["metadata"]
     if len(message) > MAX_MESSAGE:
         message = f"{message[: MAX_MESSAGE // 2 - 2]}...{message[-(MAX_MESSAGE // 2 - 1) :]}"
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")  # metav1.Time: whole seconds
     return {
         "metadata": {"namespace": meta["namespace"], "generateName": f"{meta['name']}."},
         "involvedObject": {
@@ -50,9 +52,9 @@ def event_body(obj: Mapping[str, Any], type_: str, reason: str, message: str) ->
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,
         "reportingInstance": COMPONENT,
-        "firstTimestamp": now[:19] + "Z",
-        "lastTimestamp": now[:19] + "Z",
-        "eventTime": now,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),  # metav1.MicroTime
         "count": 1,
     }
 
@@ -74,9 +76,7 @@ class Poster:
             log.warning(
                 "%d Events were not posted before the operator stopped", self._queue.qsize()
             )
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel(self._tasks)
 
     async def _worker(self) -> None:
         while True:

@@ -20,7 +20,6 @@ from kubetune.handlers import finetunejob as handlers
 from kubetune.handlers.children import Children, slim
 from kubetune.handlers.pollers import Peering, Pollers
 from kubetune.handlers.status import StatusWriter
-from kubetune.k8s import ApiError
 from kubetune.reconcile.finetunejob import (
     Observed,
     is_settled,
@@ -29,6 +28,7 @@ from kubetune.reconcile.finetunejob import (
     observe_training,
 )
 from kubetune.settings import LocalSettings
+from tests.unit.statuskube import OneObjectKube
 
 Phase = FineTuneJobPhase
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -753,44 +753,6 @@ def test_is_settled(status: dict, generation: int, want: bool):
 # --- training Job and pod events (handlers) -------------------------------------------
 
 
-class CountingKube:
-    """The calls StatusWriter makes, against one accepted local FineTuneJob in memory."""
-
-    def __init__(self) -> None:
-        self.obj: dict[str, Any] = {
-            "metadata": {
-                "name": "xbox",
-                "namespace": NS,
-                "uid": "ftj",
-                "generation": 1,
-                "resourceVersion": "1",
-            },
-            "spec": {"backend": "local"},
-            "status": {"phase": "Queued"},
-        }
-        self.calls: list[str] = []
-
-    async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
-        self.calls.append("get")
-        return {**self.obj, "status": dict(self.obj["status"])}
-
-    async def patch_custom_status(
-        self,
-        plural: str,
-        namespace: str,
-        name: str,
-        status: dict[str, Any],
-        resource_version: str = "",
-    ) -> dict[str, Any]:
-        self.calls.append("patch")
-        meta = self.obj["metadata"]
-        if resource_version and resource_version != meta["resourceVersion"]:
-            raise ApiError(409, "Conflict", "", {})
-        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
-        self.obj["status"].update(status)
-        return {**self.obj, "status": dict(self.obj["status"])}
-
-
 def handler(registry: kopf.OperatorRegistry, id_: str) -> Callable[..., Any]:
     # Kopf has no public getter of a registry's handlers.
     return next(h.fn for h in registry._watching.get_all_handlers() if h.id == id_)
@@ -803,7 +765,19 @@ def child_events(monkeypatch: pytest.MonkeyPatch):
     registry = kopf.OperatorRegistry()
     handlers.register(registry, LocalSettings())
     on_ftj = handler(registry, "count_phases")
-    kube = CountingKube()
+    kube = OneObjectKube(
+        {
+            "metadata": {
+                "name": "xbox",
+                "namespace": NS,
+                "uid": "ftj",
+                "generation": 1,
+                "resourceVersion": "1",
+            },
+            "spec": {"backend": "local"},
+            "status": {"phase": "Queued"},
+        }
+    )
     children = Children()
     memo = kopf.Memo(
         kube=kube,
@@ -823,7 +797,7 @@ def child_events(monkeypatch: pytest.MonkeyPatch):
         if finished:
             children.finish(key)
         asyncio.run(handlers.sync_training(memo, LocalSettings(), key))
-        return list(kube.calls)
+        return [verb for verb, _ in kube.calls]
 
     def deleted() -> None:
         event = {"type": "DELETED", "object": kube.obj}

@@ -9,40 +9,9 @@ import pytest
 
 from kubetune.api.finetunejob import FineTuneJobPhase, FineTuneJobStatus
 from kubetune.handlers.status import StatusWriter
-from kubetune.k8s import ApiError
+from tests.unit.statuskube import OneObjectKube
 
 KEY = ("finetunejobs", "ns", "job")
-
-
-class RecordingKube:
-    """The two calls StatusWriter makes, against one object kept in memory."""
-
-    def __init__(self) -> None:
-        self.obj: dict[str, Any] = {
-            "metadata": {"name": "job", "generation": 1, "resourceVersion": "1"},
-            "status": {},
-        }
-        self.calls: list[tuple[str, Any]] = []
-
-    async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
-        self.calls.append(("get", name))
-        return {**self.obj, "status": dict(self.obj["status"])}
-
-    async def patch_custom_status(
-        self,
-        plural: str,
-        namespace: str,
-        name: str,
-        status: dict[str, Any],
-        resource_version: str = "",
-    ) -> dict[str, Any]:
-        self.calls.append(("patch", status))
-        meta = self.obj["metadata"]
-        if resource_version and resource_version != meta["resourceVersion"]:
-            raise ApiError(409, "Conflict", "", {})
-        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
-        self.obj["status"].update(status)
-        return {**self.obj, "status": dict(self.obj["status"])}
 
 
 def set_phase(phase: FineTuneJobPhase):
@@ -56,8 +25,10 @@ def set_job_name(_: Any, old: FineTuneJobStatus) -> FineTuneJobStatus:
     return old.model_copy(update={"job_name": "job"})
 
 
-def writer() -> tuple[StatusWriter, RecordingKube]:
-    kube = RecordingKube()
+def writer() -> tuple[StatusWriter, OneObjectKube]:
+    kube = OneObjectKube(
+        {"metadata": {"name": "job", "generation": 1, "resourceVersion": "1"}, "status": {}}
+    )
     return StatusWriter(kube), kube  # type: ignore[arg-type]
 
 

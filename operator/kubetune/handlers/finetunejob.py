@@ -61,6 +61,7 @@ from kubetune.reconcile.inputs import (
     resolve_inputs,
 )
 from kubetune.settings import LocalSettings
+from kubetune.tasks import cancel
 from kubetune.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -361,10 +362,8 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
 
     @kopf.on.cleanup(registry=registry, id="training_watches")
     async def stop_training_watches(memo: kopf.Memo, **_: Any) -> None:
-        queue, tasks = memo.training
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        queue, informers = memo.training
+        await cancel(informers)
         await queue.close()
 
     @kopf.on.event(*FTJ, registry=registry, id="count_phases")

@@ -150,6 +150,25 @@ def wake(memo: kopf.Memo, key: tuple[str, str, str]) -> None:
         event.set()
 
 
+def keep_polling(
+    memo: kopf.Memo,
+    key: tuple[str, str, str],
+    event: kopf.RawEvent,
+    meta: kopf.Meta,
+    step: Callable[[], Awaitable[Step]],
+    settings: FoundrySettings,
+    *,
+    wanted: bool = True,
+) -> None:
+    """From an object's event: poll Azure with `step` (one poller per object) while
+    `wanted`, and stop once the object is being deleted."""
+    pollers: Pollers = memo.pollers
+    if event["type"] == "DELETED" or meta.get("deletionTimestamp"):
+        pollers.drop(key)
+    elif wanted:
+        pollers.want(key, lambda: poll(memo, key, step, settings))
+
+
 async def set_job_condition(
     memo: kopf.Memo, namespace: str, name: str, type_: str, ok: bool, reason: str, message: str
 ) -> None:
@@ -195,14 +214,15 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         **_: Any,
     ) -> None:
         """Poll Azure for the job until it is finished and its model registered."""
-        key = (FINETUNEJOB.kind, namespace, name)
-        pollers: Pollers = memo.pollers
-        if event["type"] == "DELETED" or meta.get("deletionTimestamp"):
-            pollers.drop(key)
-        elif not polling_done(FineTuneJobStatus.model_validate(status)):
-            pollers.want(
-                key, lambda: poll(memo, key, lambda: step_job(memo, namespace, name, uid), settings)
-            )
+        keep_polling(
+            memo,
+            (FINETUNEJOB.kind, namespace, name),
+            event,
+            meta,
+            lambda: step_job(memo, namespace, name, uid),
+            settings,
+            wanted=not polling_done(FineTuneJobStatus.model_validate(status)),
+        )
 
     @kopf.on.field(*FTJ, field="spec", id="foundry_spec", when=is_foundry, registry=registry)
     async def foundry_spec(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
@@ -502,14 +522,14 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         event: kopf.RawEvent, name: str, namespace: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any
     ) -> None:
         """Poll Azure for the endpoint while the deployment exists."""
-        key = (MODELDEPLOYMENT.kind, namespace, name)
-        pollers: Pollers = memo.pollers
-        if event["type"] == "DELETED" or meta.get("deletionTimestamp"):
-            pollers.drop(key)
-        else:
-            pollers.want(
-                key, lambda: poll(memo, key, lambda: step_endpoint(memo, namespace, name), settings)
-            )
+        keep_polling(
+            memo,
+            (MODELDEPLOYMENT.kind, namespace, name),
+            event,
+            meta,
+            lambda: step_endpoint(memo, namespace, name),
+            settings,
+        )
 
     @kopf.on.event(*FTM, id="foundry_model_changed", registry=registry)
     async def foundry_model_changed(

@@ -20,6 +20,7 @@ from typing import Any
 
 from kubetune.handlers.errors import RETRY_BACKOFF
 from kubetune.k8s import Kube, path
+from kubetune.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,7 @@ class Pollers:
         """Stop every poll (the operator stops)."""
         tasks = list(self.tasks.values())
         self.tasks.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel(tasks)
 
     async def _keep(self, key: Key, run: Run) -> None:
         """Run until done; an unexpected error is logged and run again after a backoff,

@@ -18,8 +18,8 @@ conditional on the version it was computed from, so when anyone else changed the
 object since (a trainer's report, a spec edit, Kopf's annotations) the API server
 answers 409, and the update is computed again from a real read. A new spec,
 annotation or deletion is read before a handler acts on it: the kinds' event
-handlers pass each event to `saw`. A job's later status
-writes (Running, Succeeded) therefore cost no read of their own.
+handlers pass each event to `saw`. A job's later status writes (Running,
+Succeeded) therefore cost no read of their own.
 """
 
 from __future__ import annotations
