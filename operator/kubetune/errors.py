@@ -1,4 +1,5 @@
-"""kubetune's error tree. Kopf's errors are mapped in one place: handlers/errors.py.
+"""kubetune's error tree, mapped to Kopf's errors (or our work queue's retries) in one
+place: handlers/errors.py.
 
     KubetuneError
     ├─ InvalidSpec                        -> kopf.PermanentError
@@ -7,7 +8,7 @@
        ├─ BackendUnavailable(retry_after) -> kopf.TemporaryError(delay=retry_after)
        └─ BackendRejected                 -> kopf.PermanentError
 
-Anything else propagates, and Kopf retries it with backoff.
+Anything else propagates, and Kopf (or the work queue) retries it with backoff.
 """
 
 from __future__ import annotations

@@ -41,6 +41,8 @@ WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600
 # (settings.workers) waited for connections and the throughput was 18 jobs/s against
 # 26 with 60, and 28 with 100 (docs/performance.md).
 POOL = 60
+# Items per list response: memory holds one page of a collection at a time.
+PAGE = 500
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +209,7 @@ class Kube:
             raise
 
     async def iter_pages(
-        self, url: str, params: Mapping[str, str] | None = None, page: int = 500
+        self, url: str, params: Mapping[str, str] | None = None, page: int = PAGE
     ) -> AsyncIterator[Obj]:
         """A collection's list responses of up to `page` items each, one consistent
         snapshot (every page has its resourceVersion); memory holds one page."""
@@ -220,7 +222,7 @@ class Kube:
             if not token:
                 return
 
-    async def iter_items(self, url: str, page: int = 500) -> AsyncIterator[Obj]:
+    async def iter_items(self, url: str, page: int = PAGE) -> AsyncIterator[Obj]:
         """Every item of a collection, read in pages of `page` (memory holds one page)."""
         async for data in self.iter_pages(url, page=page):
             for item in data["items"]:

@@ -2,7 +2,8 @@
 item, and a key is never worked on by two workers at once (added while it is being
 worked on, it waits until that ends). A burst of events therefore costs one entry per
 object, whatever their number, and the work reads the latest state of its object.
-A failed work is logged and its key added again after `retry_after` seconds.
+A work that returns a number of seconds asks for its key again after them (it waits on
+something); a failed work is logged and its key added again after `retry_after` seconds.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ K = TypeVar("K", bound=Hashable)
 
 class WorkQueue(Generic[K]):
     def __init__(
-        self, work: Callable[[K], Awaitable[None]], *, workers: int, retry_after: float
+        self, work: Callable[[K], Awaitable[float | None]], *, workers: int, retry_after: float
     ) -> None:
         self._work = work
         self._retry_after = retry_after
@@ -47,13 +48,15 @@ class WorkQueue(Generic[K]):
             key = await self._queue.get()
             self._waiting.discard(key)
             self._active.add(key)
+            again: float | None = self._retry_after
             try:
-                await self._work(key)
+                again = await self._work(key)
             except Exception:
                 log.exception("%s: failed (again in %.0f s)", key, self._retry_after)
-                loop.call_later(self._retry_after, self.add, key)
             finally:
                 self._active.discard(key)
                 if key in self._again:
                     self._again.discard(key)
                     self.add(key)
+            if again is not None:
+                loop.call_later(again, self.add, key)

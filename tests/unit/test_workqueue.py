@@ -74,3 +74,23 @@ def test_failed_work_is_tried_again():
 
     asyncio.run(main())
     assert attempts == ["a", "a", "a"]
+
+
+def test_work_that_returns_a_delay_is_worked_on_again_after_it():
+    attempts: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def work(key: str) -> float | None:
+            attempts.append(loop.time())
+            return 0.1 if len(attempts) < 2 else None  # waits once on something
+
+        queue = WorkQueue(work, workers=1, retry_after=10)
+        queue.add("a")
+        await asyncio.sleep(0.3)
+        await queue.close()
+
+    asyncio.run(main())
+    assert len(attempts) == 2
+    assert attempts[1] - attempts[0] >= 0.1

@@ -1,8 +1,11 @@
 """Kopf adapters for FineTuneJob with the local backend.
 
-On create, update and resume: accept the spec, then make sure the one training
-Job exists (its name is the FineTuneJob's, so a restart, a lost response or a
-duplicate event finds it instead of creating a second) and follows `suspend`.
+On create, update and resume, Kopf's handler only queues the job's key
+(workqueue.py); a worker then accepts the spec and makes sure the one training Job
+exists (its name is the FineTuneJob's, so a restart, a lost response or a duplicate
+event finds it instead of creating a second) and follows `suspend`. Kopf holds each
+event's body until its handlers return, with no limit on how many wait: a burst of
+thousands of new jobs waits in the queue as keys instead (docs/performance.md).
 The training Jobs and pods are watched by our own informers (informer.py), not by
 Kopf: the API server filters them by label, each event only updates a slim view
 (children.py) and queues its job's key once however many events come (workqueue.py),
@@ -37,7 +40,7 @@ from kubetune.backends.local.manifests import (
 from kubetune.errors import BackendRejected, InvalidSpec, NotReady
 from kubetune.handlers.acceptance import accept, post_transition
 from kubetune.handlers.children import Children, Key
-from kubetune.handlers.errors import RETRY_BACKOFF, kopf_errors
+from kubetune.handlers.errors import RETRY_BACKOFF, queued
 from kubetune.handlers.pollers import Pollers
 from kubetune.handlers.status import StatusWriter
 from kubetune.informer import Informer
@@ -186,147 +189,168 @@ async def sync_training(memo: kopf.Memo, settings: LocalSettings, key: Key) -> N
         memo.applied[key] = seen  # written: the block above ended without raising
 
 
-def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
-    @kopf.on.resume(*FTJ, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
-    @kopf.on.update(*FTJ, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
-    @kopf.on.create(*FTJ, id="reconcile", backoff=RETRY_BACKOFF, registry=registry)
-    async def reconcile(
-        name: str,
-        namespace: str,
-        uid: str,
-        labels: kopf.Labels,
-        meta: kopf.Meta,
-        status: kopf.Status,
-        memo: kopf.Memo,
-        **_: Any,
-    ) -> None:
-        if is_settled(meta, status):
-            return  # finished, and its spec is the accepted one (a restart's resume)
-        key = (namespace, name)
-        # This handler writes the status itself (acceptance, inputs): the next child
-        # event syncs again unless the sync below completes.
-        memo.applied.pop(key, None)
-        seen: Observed | None = None
-        with observe_reconcile(FINETUNEJOB.kind, "reconcile"), kopf_errors():
+async def reconcile_job(memo: kopf.Memo, settings: LocalSettings, key: Key) -> float | None:
+    """Accept the job's spec, then make sure its one training Job exists and follows
+    `suspend`; returns the seconds after which to look again while its inputs are
+    not there yet, else None."""
+    namespace, name = key
+    # This writes the status itself (acceptance, inputs): the next child event syncs
+    # again unless the sync below completes.
+    memo.applied.pop(key, None)
+
+    async def work() -> None:
+        with observe_reconcile(FINETUNEJOB.kind, "reconcile"):
             # One read and one status write for accepting, resolving inputs, creating
             # the Job and recording it (status.py).
             async with memo.status.coalesce(FINETUNEJOB.plural, namespace, name):
-                change, parsed = await accept(memo.status, FINETUNEJOB, namespace, name)
-                if change is None or not isinstance(parsed, FineTuneJobSpec):
-                    return
-                if parsed.backend is not Backend.LOCAL:
-                    return
-                children: Children = memo.children
-                job, created = children.job(key), False
-                if job is None:
-                    if change.new.phase in TERMINAL:
-                        return  # finished; its Job was cleaned up, and must not run again
-                    resolved = await check_inputs(memo, namespace, name, change.obj, parsed)
-                    if resolved is None:
-                        return
-                    try:
-                        manifest = build_training_job(
-                            name=name,
-                            namespace=namespace,
-                            uid=uid,
-                            labels=dict(labels),
-                            spec=parsed,
-                            settings=settings,
-                            continue_from=resolved.model,
-                        )
-                    except InvalidSpec as e:
-                        await fail(memo, namespace, name, "InvalidSpec", str(e))
-                        return
-                    try:
-                        job, created = await memo.kube.create_job(namespace, manifest)
-                    except BackendRejected as e:
-                        await fail(memo, namespace, name, "JobRejected", str(e))
-                        return
-                    if not any(
-                        r.get("uid") == uid for r in job["metadata"].get("ownerReferences") or []
-                    ):
-                        message = f"a Job named {name} exists and is not this job's; rename one"
-                        await fail(memo, namespace, name, "JobNameTaken", message)
-                        raise kopf.PermanentError(message)
-
-                    def record(_: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
-                        return old.model_copy(update={"job_name": name})
-
-                    await memo.status.update(
-                        FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, record
-                    )
-                    if created:
-                        log.info("%s/%s: created training Job %s", namespace, name, name)
-                        # Waiting for its pod, in the same write as the acceptance. A Job
-                        # that existed (made before a restart) syncs from its own events.
-                        seen = observe_training(job, [])
-                        if not await sync_status(memo, settings, namespace, name, seen):
-                            seen = None
-                if not created and change.new.phase not in TERMINAL:
-                    await follow_suspend(memo, namespace, name, job, parsed, dict(labels))
+                seen = await ensure_training_job(memo, settings, key)
         if seen is not None and seen.phase not in TERMINAL:
             memo.applied[key] = seen  # written: the block above ended without raising
 
-    async def check_inputs(
-        memo: kopf.Memo, namespace: str, name: str, obj: Obj, spec: FineTuneJobSpec
-    ) -> Resolved | None:
-        """The job's dataset ConfigMaps and model:// base, resolved (reconcile/inputs.py):
-        None when the job failed; raises NotReady (a retry) while it waits for them."""
-        config_maps = {
-            cm: await memo.kube.get_config_map(namespace, cm)
-            for cm, _ in referenced_config_maps(spec).values()
-        }
-        wanted = referenced_model(spec)
-        model = (
-            await memo.kube.get_custom(FINETUNEDMODEL.plural, namespace, wanted) if wanted else None
-        )
-        now = datetime.now(UTC)
-        resolution = resolve_inputs(
-            spec,
-            name=name,
-            namespace=namespace,
-            config_maps=config_maps,
-            model=model,
-            age=age_seconds(obj["metadata"].get("creationTimestamp"), now),
-            timeout=settings.reference_timeout,
-        )
-        if isinstance(resolution, Unusable):
-            await fail(memo, namespace, name, resolution.reason, resolution.message)
+    return await queued(work(), f"{namespace}/{name}")
+
+
+async def ensure_training_job(
+    memo: kopf.Memo, settings: LocalSettings, key: Key
+) -> Observed | None:
+    """The body of `reconcile_job`; returns the observation it wrote, if any."""
+    namespace, name = key
+    change, parsed = await accept(memo.status, FINETUNEJOB, namespace, name)
+    if change is None or not isinstance(parsed, FineTuneJobSpec):
+        return None
+    if parsed.backend is not Backend.LOCAL:
+        return None
+    meta = change.obj["metadata"]
+    labels: dict[str, str] = dict(meta.get("labels") or {})
+    children: Children = memo.children
+    job, created = children.job(key), False
+    seen: Observed | None = None
+    if job is None:
+        if change.new.phase in TERMINAL:
+            return None  # finished; its Job was cleaned up, and must not run again
+        resolved = await check_inputs(memo, settings, key, change.obj, parsed)
+        if resolved is None:
+            return None
+        try:
+            manifest = build_training_job(
+                name=name,
+                namespace=namespace,
+                uid=meta["uid"],
+                labels=labels,
+                spec=parsed,
+                settings=settings,
+                continue_from=resolved.model,
+            )
+        except InvalidSpec as e:
+            await fail(memo, namespace, name, "InvalidSpec", str(e))
+            return None
+        try:
+            job, created = await memo.kube.create_job(namespace, manifest)
+        except BackendRejected as e:
+            await fail(memo, namespace, name, "JobRejected", str(e))
+            return None
+        if not any(
+            r.get("uid") == meta["uid"] for r in job["metadata"].get("ownerReferences") or []
+        ):
+            message = f"a Job named {name} exists and is not this job's; rename one"
+            await fail(memo, namespace, name, "JobNameTaken", message)
             return None
 
-        def record(current: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
-            generation = int(current["metadata"].get("generation", 1))
-            return inputs_status(old, resolution, generation=generation, now=now)
+        def record(_: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
+            return old.model_copy(update={"job_name": name})
 
         await memo.status.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, record)
-        if isinstance(resolution, Waiting):
-            raise NotReady(resolution.message, retry_after=resolution.retry_after)
-        return resolution
+        if created:
+            log.info("%s/%s: created training Job %s", namespace, name, name)
+            # Waiting for its pod, in the same write as the acceptance. A Job that
+            # existed (made before a restart) syncs from its own events.
+            seen = observe_training(job, [])
+            if not await sync_status(memo, settings, namespace, name, seen):
+                seen = None
+    if not created and change.new.phase not in TERMINAL:
+        await follow_suspend(memo, namespace, name, job, parsed, labels)
+    return seen
 
-    async def follow_suspend(
-        memo: kopf.Memo,
-        namespace: str,
-        name: str,
-        job: Obj,
-        spec: FineTuneJobSpec,
-        labels: dict[str, str],
+
+async def check_inputs(
+    memo: kopf.Memo, settings: LocalSettings, key: Key, obj: Obj, spec: FineTuneJobSpec
+) -> Resolved | None:
+    """The job's dataset ConfigMaps and model:// base, resolved (reconcile/inputs.py):
+    None when the job failed; raises NotReady (a retry) while it waits for them."""
+    namespace, name = key
+    config_maps = {
+        cm: await memo.kube.get_config_map(namespace, cm)
+        for cm, _ in referenced_config_maps(spec).values()
+    }
+    wanted = referenced_model(spec)
+    model = await memo.kube.get_custom(FINETUNEDMODEL.plural, namespace, wanted) if wanted else None
+    now = datetime.now(UTC)
+    resolution = resolve_inputs(
+        spec,
+        name=name,
+        namespace=namespace,
+        config_maps=config_maps,
+        model=model,
+        age=age_seconds(obj["metadata"].get("creationTimestamp"), now),
+        timeout=settings.reference_timeout,
+    )
+    if isinstance(resolution, Unusable):
+        await fail(memo, namespace, name, resolution.reason, resolution.message)
+        return None
+
+    def record(current: Obj, old: FineTuneJobStatus) -> FineTuneJobStatus:
+        generation = int(current["metadata"].get("generation", 1))
+        return inputs_status(old, resolution, generation=generation, now=now)
+
+    await memo.status.update(FINETUNEJOB.plural, namespace, name, FineTuneJobStatus, record)
+    if isinstance(resolution, Waiting):
+        raise NotReady(resolution.message, retry_after=resolution.retry_after)
+    return resolution
+
+
+async def follow_suspend(
+    memo: kopf.Memo,
+    namespace: str,
+    name: str,
+    job: Obj,
+    spec: FineTuneJobSpec,
+    labels: dict[str, str],
+) -> None:
+    """spec.suspend onto the Job; with a Kueue queue, only suspending is ours to do."""
+    queued = any(k.startswith(QUEUE_LABEL_PREFIX) for k in labels)
+    current = bool(job["spec"].get("suspend"))
+    if current != spec.suspend and (spec.suspend or not queued):
+        await memo.kube.patch_job(namespace, name, {"spec": {"suspend": spec.suspend}})
+
+
+def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
+    @kopf.on.resume(*FTJ, id="reconcile", registry=registry)
+    @kopf.on.update(*FTJ, id="reconcile", registry=registry)
+    @kopf.on.create(*FTJ, id="reconcile", registry=registry)
+    async def reconcile(
+        name: str, namespace: str, meta: kopf.Meta, status: kopf.Status, memo: kopf.Memo, **_: Any
     ) -> None:
-        """spec.suspend onto the Job; with a Kueue queue, only suspending is ours to do."""
-        queued = any(k.startswith(QUEUE_LABEL_PREFIX) for k in labels)
-        current = bool(job["spec"].get("suspend"))
-        if current != spec.suspend and (spec.suspend or not queued):
-            await memo.kube.patch_job(namespace, name, {"spec": {"suspend": spec.suspend}})
+        """Queue the job for `reconcile_job` unless it is settled (a restart's resume of a
+        finished job)."""
+        if not is_settled(meta, status):
+            memo.reconciles.add((namespace, name))
 
     @kopf.on.startup(registry=registry, id="training_watches")
     async def watch_training(memo: kopf.Memo, **_: Any) -> None:
-        """Watch the training Jobs and pods (ours by label, filtered by the API server)
-        into the children view, and sync each job whose children changed; returns once
-        the first lists are in, so no reconcile misses a Job that exists."""
+        """Start the reconcile queue, and watch the training Jobs and pods (ours by label,
+        filtered by the API server) into the children view, syncing each job whose
+        children changed; returns once the first lists are in, so no reconcile misses a
+        Job that exists."""
         # The observation last folded into each unfinished job's status by this
         # process. Folding the same observation again changes nothing (next_status is
         # idempotent), so an equal one is skipped. Empty after a restart: the first
         # event syncs.
         memo.applied = {}
+        memo.reconciles = WorkQueue(
+            functools.partial(reconcile_job, memo, settings),
+            workers=memo.workers,
+            retry_after=RETRY_BACKOFF,
+        )
         children: Children = memo.children
         queue: WorkQueue[Key] = WorkQueue(
             functools.partial(sync_training, memo, settings),
@@ -365,6 +389,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         queue, informers = memo.training
         await cancel(informers)
         await queue.close()
+        await memo.reconciles.close()
 
     @kopf.on.event(*FTJ, registry=registry, id="count_phases")
     async def count_phases(

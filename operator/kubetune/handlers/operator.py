@@ -17,7 +17,7 @@ from kubetune.handlers.children import Children
 from kubetune.handlers.pollers import Peering, Pollers
 from kubetune.handlers.status import StatusWriter
 from kubetune.httpserver import start_server
-from kubetune.k8s import Kube, login, path
+from kubetune.k8s import PAGE, Kube, login, path
 from kubetune.reports import ReportSink
 from kubetune.settings import LogFormat, RunOptions
 
@@ -66,6 +66,8 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
         # default (waiting 5 s for more events) the bounded workers capped the operator
         # at workers/5 objects per second, and a restart's re-list with them.
         settings.queueing.idle_timeout = 0.05
+        # Kopf's own lists (a start, a restart's re-list) in pages, as our informers'.
+        settings.watching.chunk_size = PAGE
         if options.peering:
             # Refuse to run unpeered by mistake, and let a standby take over quickly.
             settings.peering.mandatory = True
