@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
-from kubetune.handlers.operator import build_registry
+from kopf._core.reactor.inventory import ResourceMemories
+
+from kubetune.handlers.operator import SharedMemo, build_registry
 from kubetune.settings import RunOptions
 
 
@@ -19,3 +22,13 @@ def test_every_resource_handler_is_a_coroutine():
     ]
     assert handlers
     assert [h.id for h in handlers if not inspect.iscoroutinefunction(h.fn)] == []
+
+
+def test_every_object_shares_the_operators_memo():
+    """Kopf would keep a copy of the memo for each object it sees (docs/performance.md)."""
+    memo = SharedMemo(kube="client")
+    memories = ResourceMemories()
+    bodies = [{"metadata": {"uid": uid, "name": uid}} for uid in ("a", "b")]
+    recalled = [asyncio.run(memories.recall(b, memobase=memo)).memo for b in bodies]
+    assert recalled[0] is memo
+    assert recalled[1] is memo

@@ -27,6 +27,17 @@ log = logging.getLogger(__name__)
 CHANGE_HANDLERS = ("reconcile", "foundry_spec/spec")  # on.field ids end in the field
 
 
+class SharedMemo(kopf.Memo):
+    """The operator's state (a client, caches, queues), the same for every object. Kopf
+    gives each object it sees its own shallow copy of the memo and keeps it while the
+    object exists: with this state in 16 keys, 0.5 KB per object, 5 MB at 10,000 (jobs
+    and their models), all copies of the same references. No handler keeps anything of
+    one object's in the memo, so one memo serves them all."""
+
+    def __copy__(self) -> SharedMemo:
+        return self
+
+
 async def ensure_peering(kube: Kube, name: str, namespaces: tuple[str, ...]) -> None:
     """Create the Kopf peering object(s) replicas meet in; Kopf only updates existing ones,
     and replicas that cannot see each other would all act."""
@@ -133,6 +144,7 @@ def run(options: RunOptions) -> None:
     asyncio.run(
         kopf.operator(
             registry=build_registry(options),
+            memo=SharedMemo(),
             standalone=options.peering is None,
             peering_name=options.peering,
             priority=options.priority,
