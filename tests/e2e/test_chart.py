@@ -88,6 +88,9 @@ def test_crds_can_be_left_out_or_not_kept(helm):
         ),
         pytest.param(("--set", "foundry.pollInterval=0"), "exclusiveMinimum", id="zero-poll"),
         pytest.param(("--set", "workers=0"), "minimum", id="no-workers"),
+        pytest.param(
+            ("--set", "local.referenceTimeout=-1"), "exclusiveMinimum", id="negative-timeout"
+        ),
     ],
 )
 def test_values_schema_rejects_mistakes(helm, args, message):
@@ -109,6 +112,7 @@ def test_template_renders_a_restricted_operator(helm):
     assert "--namespace=team-b" in container["args"]
     assert "--progress-url=http://kt-operator.kubetune-system.svc:8080" in container["args"]
     assert "--workers=50" in container["args"]
+    assert "--reference-timeout=300" in container["args"]
     binding = objects[("ClusterRoleBinding", "kt-operator")]
     assert binding["subjects"][0] == {
         "kind": "ServiceAccount",
@@ -128,6 +132,7 @@ def test_every_option_renders(helm):
     assert "--default-output-pvc=kubetune-models" in container["args"]
     assert "--peering=kt-operator" in container["args"]
     assert "--workers=8" in container["args"]
+    assert "--reference-timeout=600" in container["args"]
     assert ("CustomResourceDefinition", "kopfpeerings.kopf.dev") in objects
     assert "strategy" not in objects[("Deployment", "kt-operator")]["spec"]
     assert pod["metadata"]["labels"]["team"] == "ml-platform"

@@ -49,6 +49,15 @@ def test_fields_outside_the_spec_cannot_be_watched():
         storage().build(body=body(1, 1), extra_fields=[("status", "phase")])
 
 
+def test_the_diff_base_is_cleared_without_a_copy():
+    """Kopf clears its progress out of the old and new diff bases on every event; ours
+    hold none, and deep-copying them cost 4% of the CPU (docs/performance.md)."""
+    progress = ProgressAnnotations(prefix=GROUP)
+    essence = ObservedGeneration(progress, CHANGE_HANDLERS).build(body=body(1, 1))
+    assert progress.clear(essence=essence) is essence
+    assert essence == {"spec": {"epochs": 3}}
+
+
 def test_storing_writes_nothing():
     patch = kopf.Patch()
     storage().store(body=body(1, 1), patch=patch, essence=storage().build(body=body(1, 1)))

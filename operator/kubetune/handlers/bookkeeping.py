@@ -19,7 +19,10 @@ writes on every object, which the scale benchmark counts (docs/performance.md):
   annotations. `ProgressAnnotations` is Kopf's annotation storage without the
   `<prefix>/kopf-managed` marker on objects whose handlers all succeeded at once:
   Kopf adds the marker with the first progress record, even one it purges in the
-  same patch, which made a metadata patch of every object its only change.
+  same patch, which made a metadata patch of every object its only change. It also
+  skips Kopf's deep copy of the diff base on every event (4% of the operator's CPU
+  in the scale benchmark's profile): that base is `ObservedGeneration`'s, the spec
+  alone, with no annotations to clear.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ MARKER = "kopf-managed"
 
 
 class ProgressAnnotations(kopf.AnnotationsProgressStorage):
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        """Kopf's progress out of a diff base: ours (ObservedGeneration) holds none."""
+        return essence
+
     def purge(self, *, key: kopf.HandlerId, body: kopf.Body, patch: kopf.Patch) -> None:
         super().purge(key=key, body=body, patch=patch)
         marker = f"{self.prefix}/{MARKER}"
