@@ -17,6 +17,7 @@ from kubetune.api.finetunejob import FineTuneJobPhase, FineTuneJobStatus, Metric
 from kubetune.conditions import find_condition
 from kubetune.datavalidation import BAD_INPUT_EXIT_CODE
 from kubetune.handlers import finetunejob as handlers
+from kubetune.handlers import pollers as pollers_module
 from kubetune.handlers.children import Children, slim
 from kubetune.handlers.pollers import Peering, Pollers
 from kubetune.handlers.status import StatusWriter
@@ -841,3 +842,46 @@ def test_the_memo_of_a_deleted_job_is_forgotten(child_events):
     pod_event(running_pod())
     deleted()
     assert pod_event(running_pod()) == ["get"]  # a new job of the same name is read again
+
+
+def test_a_queued_reconcile_waits_while_a_peer_outranks_this_replica(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reconcile's retry comes from our work queue, which Kopf's pause of a standby
+    replica does not hold: the reconcile itself waits for its turn."""
+    monkeypatch.setattr(pollers_module, "PAUSED_RECHECK", 0.01)
+    monkeypatch.setattr(pollers_module, "PEERING_FRESH", 0.0)
+    monkeypatch.setattr(events, "warn", lambda *a, **k: None)
+    monkeypatch.setattr(events, "info", lambda *a, **k: None)
+    obj = {
+        "metadata": {"name": "xbox", "namespace": NS, "generation": 1, "resourceVersion": "1"},
+        "spec": {"backend": "local"},  # no base model: rejected once it is looked at
+        "status": {},
+    }
+    kube = OneObjectKube(obj)
+    lastseen = datetime.now(UTC).isoformat()
+    peers = {"other": {"priority": 20, "lifetime": 60, "lastseen": lastseen}}
+
+    async def get(url: str) -> dict[str, Any]:
+        return {"status": peers}
+
+    kube.get = get  # type: ignore[attr-defined]
+    memo = kopf.Memo(
+        kube=kube,
+        status=StatusWriter(kube),  # type: ignore[arg-type]
+        children=Children(),
+        applied={},
+        pollers=Pollers(Peering(kube, "kubetune", 10, clusterwide=True)),  # type: ignore[arg-type]
+    )
+
+    async def main() -> None:
+        work = asyncio.ensure_future(handlers.reconcile_job(memo, LocalSettings(), (NS, "xbox")))
+        await asyncio.sleep(0.1)
+        assert not work.done()
+        assert kube.calls == []  # nothing read or written while outranked
+        peers.clear()  # the other replica is gone
+        assert await asyncio.wait_for(work, 5) is None
+
+    asyncio.run(main())
+    assert [verb for verb, _ in kube.calls] == ["get", "patch"]
+    assert kube.obj["status"]["phase"] == "Failed"

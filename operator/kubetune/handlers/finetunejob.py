@@ -194,6 +194,10 @@ async def reconcile_job(memo: kopf.Memo, settings: LocalSettings, key: Key) -> f
     `suspend`; returns the seconds after which to look again while its inputs are
     not there yet, else None."""
     namespace, name = key
+    # A retry comes from the queue, not from Kopf, which would hold it while a peer
+    # with a higher priority acts.
+    pollers: Pollers = memo.pollers
+    await pollers.peering.wait_turn(namespace)
     # This writes the status itself (acceptance, inputs): the next child event syncs
     # again unless the sync below completes.
     memo.applied.pop(key, None)
