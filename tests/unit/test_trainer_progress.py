@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import socket
 import threading
@@ -85,9 +84,9 @@ def test_reports_carry_the_bearer_token_and_are_throttled(receiver, token):
         time.sleep(0.05)
     reporter.update(progress(30), Metrics(train_loss=0.1))
     reporter.close()
-    times = [t for t, *_ in receiver.requests]
-    assert 3 <= len(times) <= 5  # ~1.5 s / 0.5 s, plus the final one
-    assert all(b - a >= 0.45 for a, b in itertools.pairwise(times))
+    # ~1.5 s / 0.5 s, plus the final one (31 updates). Bounded by their count, not by
+    # each gap between arrivals, which carries the receiver thread's scheduling delay.
+    assert 3 <= len(receiver.requests) <= 5
     assert {path for _, path, _, _ in receiver.requests} == {
         "/v1/namespaces/ns/finetunejobs/j/report"
     }
