@@ -321,9 +321,9 @@ async def follow_suspend(
     labels: dict[str, str],
 ) -> None:
     """spec.suspend onto the Job; with a Kueue queue, only suspending is ours to do."""
-    queued = any(k.startswith(QUEUE_LABEL_PREFIX) for k in labels)
+    kueue = any(k.startswith(QUEUE_LABEL_PREFIX) for k in labels)
     current = bool(job["spec"].get("suspend"))
-    if current != spec.suspend and (spec.suspend or not queued):
+    if current != spec.suspend and (spec.suspend or not kueue):
         await memo.kube.patch_job(namespace, name, {"spec": {"suspend": spec.suspend}})
 
 
