@@ -58,6 +58,13 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def _api_error(response: aiohttp.ClientResponse, raw: bytes) -> ApiError:
+    """An error answer (status >= 400) and its body."""
+    return ApiError(
+        response.status, response.reason or "", raw.decode(errors="replace"), response.headers
+    )
+
+
 def _retry_after(e: ApiError) -> float | None:
     try:
         return min(BACKOFF_CAP, float(e.headers.get("Retry-After", "")))
@@ -191,12 +198,7 @@ class Kube:
         ) as response:
             raw = await response.read()
         if response.status >= 400:
-            raise ApiError(
-                response.status,
-                response.reason or "",
-                raw.decode(errors="replace"),
-                response.headers,
-            )
+            raise _api_error(response, raw)
         data: Obj = json.loads(raw)
         return data
 
@@ -241,10 +243,7 @@ class Kube:
             proxy=self.proxy,
         ) as response:
             if response.status >= 400:
-                raw = await response.read()
-                raise ApiError(
-                    response.status, response.reason or "", raw.decode(errors="replace"), {}
-                )
+                raise _api_error(response, await response.read())
             rest = b""
             async for chunk in response.content.iter_any():
                 *lines, rest = (rest + chunk).split(b"\n")

@@ -759,6 +759,19 @@ def handler(registry: kopf.OperatorRegistry, id_: str) -> Callable[..., Any]:
     return next(h.fn for h in registry._watching.get_all_handlers() if h.id == id_)
 
 
+def job_memo(kube: OneObjectKube, children: Children, peering: str | None = None) -> kopf.Memo:
+    """What the handlers find in the memo; `peering` names the peering object of a
+    replica with priority 10 (None: standalone)."""
+    return kopf.Memo(
+        kube=kube,
+        status=StatusWriter(kube),  # type: ignore[arg-type]
+        phases={},
+        children=children,
+        applied={},
+        pollers=Pollers(Peering(kube, peering, 10, clusterwide=True)),  # type: ignore[arg-type]
+    )
+
+
 @pytest.fixture
 def child_events(monkeypatch: pytest.MonkeyPatch):
     """(send a pod event with these pods, send the FineTuneJob's DELETED event, the Kube)."""
@@ -780,14 +793,7 @@ def child_events(monkeypatch: pytest.MonkeyPatch):
         }
     )
     children = Children()
-    memo = kopf.Memo(
-        kube=kube,
-        status=StatusWriter(kube),  # type: ignore[arg-type]
-        phases={},
-        children=children,
-        applied={},
-        pollers=Pollers(Peering(kube, None, 0, clusterwide=True)),  # type: ignore[arg-type]
-    )
+    memo = job_memo(kube, children)
     key = (NS, "xbox")
 
     def pod_event(*pods: dict, finished: bool = False) -> list[str]:
@@ -866,13 +872,7 @@ def test_a_queued_reconcile_waits_while_a_peer_outranks_this_replica(
         return {"status": peers}
 
     kube.get = get  # type: ignore[attr-defined]
-    memo = kopf.Memo(
-        kube=kube,
-        status=StatusWriter(kube),  # type: ignore[arg-type]
-        children=Children(),
-        applied={},
-        pollers=Pollers(Peering(kube, "kubetune", 10, clusterwide=True)),  # type: ignore[arg-type]
-    )
+    memo = job_memo(kube, Children(), peering="kubetune")
 
     async def main() -> None:
         work = asyncio.ensure_future(handlers.reconcile_job(memo, LocalSettings(), (NS, "xbox")))

@@ -175,10 +175,24 @@ def test_an_event_of_another_version_makes_the_next_update_read_the_object():
 
     async def main() -> None:
         await status.update(*KEY, FineTuneJobStatus, set_phase(FineTuneJobPhase.PENDING))
-        status.saw("finetunejobs", event("2"))  # the event of the write above
+        status.saw("finetunejobs", "MODIFIED", event("2"))  # the event of the write above
         await status.update(*KEY, FineTuneJobStatus, set_job_name)
-        status.saw("finetunejobs", event("7"))  # someone else's change
+        status.saw("finetunejobs", "MODIFIED", event("7"))  # someone else's change
         await status.update(*KEY, FineTuneJobStatus, set_phase(FineTuneJobPhase.RUNNING))
 
     asyncio.run(main())
     assert [c[0] for c in kube.calls] == ["get", "patch", "patch", "get", "patch"]
+
+
+def test_a_deleted_objects_kept_version_and_lock_are_dropped():
+    status, kube = writer()
+    deleted = {"metadata": {"namespace": "ns", "name": "job", "resourceVersion": "2"}}
+
+    async def main() -> None:
+        await status.update(*KEY, FineTuneJobStatus, set_phase(FineTuneJobPhase.PENDING))
+        status.saw("finetunejobs", "DELETED", deleted)  # its version is the kept one's
+        assert KEY not in status._locks
+        await status.update(*KEY, FineTuneJobStatus, set_job_name)
+
+    asyncio.run(main())
+    assert [c[0] for c in kube.calls] == ["get", "patch", "get", "patch"]

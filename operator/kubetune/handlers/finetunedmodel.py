@@ -204,11 +204,8 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         deployments_by_model: kopf.Index[Any, str],
         **_: Any,
     ) -> None:
-        if event["type"] == "DELETED":
-            memo.status.forget(FINETUNEDMODEL.plural, namespace, name)
-            return
-        memo.status.saw(FINETUNEDMODEL.plural, body)
-        if meta.get("deletionTimestamp"):
+        memo.status.saw(FINETUNEDMODEL.plural, event["type"], body)
+        if event["type"] != "DELETED" and meta.get("deletionTimestamp"):
             with observe_reconcile(FINETUNEDMODEL.kind, "deletion"):
                 await sync(memo, namespace, name, deployments_by_model)
 

@@ -405,12 +405,11 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         if before is not None:
             JOBS_BY_PHASE.labels(*before).dec()
         key = (meta.get("namespace"), meta["name"])
+        memo.status.saw(FINETUNEJOB.plural, event["type"], body)
         if event["type"] == "DELETED":
-            memo.status.forget(FINETUNEJOB.plural, *key)
             memo.children.forget(key)
             memo.applied.pop(key, None)
             return
-        memo.status.saw(FINETUNEJOB.plural, body)
         after = (
             body.get("spec", {}).get("backend", "local"),
             body.get("status", {}).get("phase") or "",

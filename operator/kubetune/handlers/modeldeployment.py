@@ -146,15 +146,5 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             await sync(memo, namespace, labels[DEPLOYMENT_LABEL], serving)
 
     @kopf.on.event(*MDEP, registry=registry, id="seen")
-    async def seen(
-        event: kopf.RawEvent,
-        namespace: str,
-        name: str,
-        body: kopf.Body,
-        memo: kopf.Memo,
-        **_: Any,
-    ) -> None:
-        if event["type"] == "DELETED":
-            memo.status.forget(MODELDEPLOYMENT.plural, namespace, name)
-        else:
-            memo.status.saw(MODELDEPLOYMENT.plural, body)
+    async def seen(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        memo.status.saw(MODELDEPLOYMENT.plural, event["type"], body)

@@ -64,22 +64,21 @@ class StatusWriter:
     def lock(self, plural: str, namespace: str, name: str) -> asyncio.Lock:
         return self._locks[(plural, namespace, name)]
 
-    def saw(self, plural: str, body: Mapping[str, Any]) -> None:
+    def saw(self, plural: str, event_type: str | None, body: Mapping[str, Any]) -> None:
         """An event of the object (Kopf calls event handlers before the handlers that
         act on it): a kept version other than the event's is dropped, so what acts on
-        a new spec, annotation or deletion reads it."""
+        a new spec, annotation or deletion reads it; a deleted object's lock and kept
+        version are dropped."""
         meta = body["metadata"]
         key = (plural, meta["namespace"], meta["name"])
         kept = self._known.get(key)
-        if kept is not None and kept["metadata"].get("resourceVersion") != meta.get(
+        if event_type == "DELETED":
+            self._locks.pop(key, None)
+            self._known.pop(key, None)
+        elif kept is not None and kept["metadata"].get("resourceVersion") != meta.get(
             "resourceVersion"
         ):
             del self._known[key]
-
-    def forget(self, plural: str, namespace: str, name: str) -> None:
-        """Drop the lock and the kept version of a deleted object."""
-        self._locks.pop((plural, namespace, name), None)
-        self._known.pop((plural, namespace, name), None)
 
     @contextlib.asynccontextmanager
     async def coalesce(self, plural: str, namespace: str, name: str) -> AsyncIterator[None]:
