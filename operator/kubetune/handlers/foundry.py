@@ -1,16 +1,18 @@
 """Kopf adapters for the Foundry backend: FineTuneJobs and ModelDeployments on Azure AI Foundry.
 
-A FineTuneJob with `backend: foundry` gets a daemon that walks it through preflight
-(workspace reachable, region able to fine-tune the model, credentials allowed), data
-(read, validated, split, staged), submission and polling. Its Azure job name is a
-function of its uid and is written to status before the first Azure call, and
-submission adopts a job of that name that carries our owner tag: a restart, a lost
-response or a second replica never makes a second Azure job. Polls back off while
-nothing changes and are woken at once by a spec change; deleting the job, or
-`suspend: true` once submitted, cancels it on Azure (a cancelled Azure job cannot be
-resumed, so it ends Cancelled). On success the Azure model becomes a FineTunedModel.
+A FineTuneJob with `backend: foundry` gets a poll (pollers.py) that walks it through
+preflight (workspace reachable, region able to fine-tune the model, credentials
+allowed), data (read, validated, split, staged), submission and polling. Its Azure
+job name is a function of its uid and is written to status before the first Azure
+call, and submission adopts a job of that name that carries our owner tag: a
+restart, a lost response or a second replica never makes a second Azure job. Polls
+back off while nothing changes and are woken at once by a spec change (a generation
+newer than the poll last read: its own status writes come back as events too);
+deleting the job, or `suspend: true` once submitted, cancels it on Azure (a
+cancelled Azure job cannot be resumed, so it ends Cancelled). On success the Azure
+model becomes a FineTunedModel.
 
-A ModelDeployment with `backend: foundry` gets a daemon that creates the serverless
+A ModelDeployment with `backend: foundry` gets a poll that creates the serverless
 endpoint once its model is Ready, keeps its key in a Secret the deployment owns, and
 reports an endpoint Azure removed; deleting it deletes the endpoint first.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -102,6 +105,15 @@ DELETE_POLL = 5.0
 Step = tuple[bool, float] | None
 
 
+@dataclasses.dataclass
+class Nudge:
+    """Wakes an object's poll before its wait is over (`wake`)."""
+
+    event: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    generation: int = 0
+    """The object's metadata.generation as its poll's last step read it."""
+
+
 def is_foundry(spec: kopf.Spec, **_: Any) -> bool:
     return bool(spec.get("backend") == "foundry")
 
@@ -117,14 +129,14 @@ async def poll(
     settings: FoundrySettings,
 ) -> None:
     """Run `step` until it says done: at once after a change, then backing off; Azure's
-    Retry-After and NotReady delays are honoured; a nudge (spec change) wakes it early.
+    Retry-After and NotReady delays are honoured; a nudge (`wake`) ends a wait early.
     Runs as one of the operator's pollers (pollers.py): only while this replica acts,
     and cancelled to stop."""
-    nudge: asyncio.Event = memo.nudges.setdefault(key, asyncio.Event())
+    nudge: Nudge = memo.nudges.setdefault(key, Nudge())
     delay = settings.poll_interval
     try:
         while True:
-            nudge.clear()
+            nudge.event.clear()
             await memo.pollers.peering.wait_turn(key[1])
             try:
                 with observe_reconcile(key[0], "foundry-poll"):
@@ -139,15 +151,26 @@ async def poll(
                 delay = settings.poll_interval if changed else min(delay * 2, cap)
                 wait = delay
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(nudge.wait(), wait)
+                await asyncio.wait_for(nudge.event.wait(), wait)
     finally:
         memo.nudges.pop(key, None)
 
 
-def wake(memo: kopf.Memo, key: tuple[str, str, str]) -> None:
-    event = memo.nudges.get(key)
-    if event is not None:
-        event.set()
+def wake(memo: kopf.Memo, key: tuple[str, str, str], generation: int | None = None) -> None:
+    """Poll the object again now, if it is polled: for any event (a model's, for its
+    deployments), or for a spec newer than the one the poll last read (`generation`).
+    The poll's own status writes come back as events of the generation it read, and
+    must not cut short a wait that Azure asked for (Retry-After)."""
+    nudge: Nudge | None = memo.nudges.get(key)
+    if nudge is not None and (generation is None or generation > nudge.generation):
+        nudge.event.set()
+
+
+def read_generation(memo: kopf.Memo, key: tuple[str, str, str], obj: Obj) -> None:
+    """Record the generation of the object that the poll's step is acting on."""
+    nudge: Nudge | None = memo.nudges.get(key)
+    if nudge is not None:
+        nudge.generation = int(obj["metadata"].get("generation", 1))
 
 
 def keep_polling(
@@ -213,10 +236,13 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
         memo: kopf.Memo,
         **_: Any,
     ) -> None:
-        """Poll Azure for the job until it is finished and its model registered."""
+        """Poll Azure for the job until it is finished and its model registered; a spec
+        change (suspend) is acted on at once."""
+        key = (FINETUNEJOB.kind, namespace, name)
+        wake(memo, key, int(meta.get("generation", 1)))
         keep_polling(
             memo,
-            (FINETUNEJOB.kind, namespace, name),
+            key,
             event,
             meta,
             lambda: step_job(memo, namespace, name, uid),
@@ -224,14 +250,11 @@ def register(registry: kopf.OperatorRegistry, settings: FoundrySettings) -> None
             wanted=not polling_done(FineTuneJobStatus.model_validate(status)),
         )
 
-    @kopf.on.field(*FTJ, field="spec", id="foundry_spec", when=is_foundry, registry=registry)
-    async def foundry_spec(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-        wake(memo, (FINETUNEJOB.kind, namespace, name))
-
     async def step_job(memo: kopf.Memo, namespace: str, name: str, uid: str) -> Step:
         obj = await memo.kube.get_custom(FINETUNEJOB.plural, namespace, name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return None
+        read_generation(memo, (FINETUNEJOB.kind, namespace, name), obj)
         status = FineTuneJobStatus.model_validate(obj.get("status") or {})
         if status.phase is None:
             raise NotReady("not accepted yet", retry_after=1)

@@ -24,7 +24,7 @@ from kubetune.settings import LogFormat, RunOptions
 log = logging.getLogger(__name__)
 
 # The ids of the create/update/resume handlers of every kind (see bookkeeping.py).
-CHANGE_HANDLERS = ("reconcile", "foundry_spec/spec")  # on.field ids end in the field
+CHANGE_HANDLERS = ("reconcile",)
 
 
 class SharedMemo(kopf.Memo):
