@@ -9,7 +9,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -144,6 +144,35 @@ def report(
             return response.status, json.loads(response.read())["message"]
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())["message"]
+
+
+def running_pod(
+    cluster: ControlPlane, namespace: str, job: str, exclude: Collection[str] = ()
+) -> dict[str, Any]:
+    """A Running pod of the Job `job` (a FineTuneJob's training Job has its name), other
+    than those named in `exclude`: waited for."""
+    return wait_for(
+        f"a running pod of Job {job}",
+        lambda: next(
+            (
+                p
+                for p in get(cluster, "pods", "-n", namespace, "-l", f"job-name={job}")["items"]
+                if p["status"].get("phase") == "Running" and p["metadata"]["name"] not in exclude
+            ),
+            None,
+        ),
+    )
+
+
+def end_pod(
+    cluster: ControlPlane, namespace: str, pod: dict[str, Any], code: int, reason: str = ""
+) -> None:
+    """End a Running pod's container as the test's kwok stages do: with exit `code`, and
+    `reason` as the container's termination reason (e.g. OOMKilled) if given."""
+    notes = [f"kwok.kubetune.io/exit-code={code}"]
+    if reason:
+        notes.append(f"kwok.kubetune.io/reason={reason}")
+    cluster.kubectl("annotate", "pod", pod["metadata"]["name"], "-n", namespace, *notes)
 
 
 def finish_running_pods(cluster: ControlPlane, namespace: str, finished: set[str]) -> None:

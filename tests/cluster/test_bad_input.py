@@ -14,7 +14,7 @@ import yaml
 from kubetune.api.trainerconfig import TrainerConfig
 from kubetune.backends.local.manifests import CONFIG_ANNOTATION, FINETUNEJOB_LABEL
 from tests.factories import corpus_headers, make_finetunejob, make_model
-from tests.kube import ROOT, OperatorProcess, apply, get, wait_for
+from tests.kube import ROOT, OperatorProcess, apply, end_pod, get, running_pod, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -138,22 +138,7 @@ def test_continuing_job_trains_the_models_adapter_and_registers_on_the_same_base
     ]
     assert claims == [output_pvc]
 
-    pod = wait_for(
-        "a running training pod",
-        lambda: next(
-            (
-                p
-                for p in get(
-                    cluster, "pods", "-n", namespace, "-l", f"{FINETUNEJOB_LABEL}=xbox-v2"
-                )["items"]
-                if p["status"].get("phase") == "Running"
-            ),
-            None,
-        ),
-    )
-    cluster.kubectl(
-        "annotate", "pod", pod["metadata"]["name"], "-n", namespace, "kwok.kubetune.io/exit-code=0"
-    )
+    end_pod(cluster, namespace, running_pod(cluster, namespace, "xbox-v2"), 0)
     model = wait_for("model xbox-v2", lambda: get(cluster, "ftm", "xbox-v2", "-n", namespace))
     # The new adapter applies to the base model itself, not to model://xbox-v1.
     assert model["spec"]["baseModel"] == PHI3

@@ -9,7 +9,7 @@ import pytest
 
 from kubetune.localcluster import controlplane
 from kubetune.localcluster.nodes import GPU_PRODUCT_LABEL, GPU_RESOURCE
-from tests.kube import KWOK_STAGES, get, processes_mentioning, wait_for
+from tests.kube import KWOK_STAGES, end_pod, get, processes_mentioning, running_pod, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -59,16 +59,6 @@ def job_pods(cluster, namespace, name):
     return get(cluster, "pods", "-n", namespace, "-l", f"job-name={name}")["items"]
 
 
-def running_pod(cluster, namespace, name) -> str:
-    pods = wait_for(
-        f"a Running pod of {name}",
-        lambda: [
-            p for p in job_pods(cluster, namespace, name) if p["status"].get("phase") == "Running"
-        ],
-    )
-    return pods[0]["metadata"]["name"]
-
-
 def job_condition(cluster, namespace, name, type_):
     conditions = (get(cluster, "job", name, "-n", namespace).get("status") or {}).get(
         "conditions", []
@@ -96,24 +86,16 @@ def test_nodes(cluster):
 def test_job_pod_runs_on_a_gpu_node_and_succeeds(cluster, namespace):
     create(cluster, namespace, job("ok"))
     pod = running_pod(cluster, namespace, "ok")
-    node = get(cluster, "pod", pod, "-n", namespace)["spec"]["nodeName"]
-    assert node.startswith("kwok-gpu-")
-    cluster.kubectl("annotate", "pod", pod, "-n", namespace, "kwok.kubetune.io/exit-code=0")
+    assert pod["spec"]["nodeName"].startswith("kwok-gpu-")
+    end_pod(cluster, namespace, pod, 0)
     wait_for("Job Complete", lambda: job_condition(cluster, namespace, "ok", "Complete"))
 
 
 def test_job_pod_fails_with_the_exit_code_the_test_sets(cluster, namespace):
     create(cluster, namespace, job("bad", backoff_limit=1))
-    first = running_pod(cluster, namespace, "bad")
-    cluster.kubectl(
-        "annotate",
-        "pod",
-        first,
-        "-n",
-        namespace,
-        "kwok.kubetune.io/exit-code=3",
-        "kwok.kubetune.io/reason=OOMKilled",
-    )
+    first_pod = running_pod(cluster, namespace, "bad")
+    end_pod(cluster, namespace, first_pod, 3, "OOMKilled")
+    first = first_pod["metadata"]["name"]
     terminated = wait_for(
         "the pod to fail",
         lambda: (
@@ -126,15 +108,7 @@ def test_job_pod_fails_with_the_exit_code_the_test_sets(cluster, namespace):
     assert terminated["terminated"]["exitCode"] == 3
     assert terminated["terminated"]["reason"] == "OOMKilled"
     # The Job controller retries once (backoffLimit 1) with a new pod, then fails the Job.
-    second = wait_for(
-        "a retry pod",
-        lambda: [
-            p["metadata"]["name"]
-            for p in job_pods(cluster, namespace, "bad")
-            if p["metadata"]["name"] != first and p["status"].get("phase") == "Running"
-        ],
-    )[0]
-    cluster.kubectl("annotate", "pod", second, "-n", namespace, "kwok.kubetune.io/exit-code=1")
+    end_pod(cluster, namespace, running_pod(cluster, namespace, "bad", exclude={first}), 1)
     failed = wait_for("Job Failed", lambda: job_condition(cluster, namespace, "bad", "Failed"))
     assert failed["reason"] == "BackoffLimitExceeded"
 

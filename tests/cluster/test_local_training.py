@@ -20,7 +20,7 @@ from kubetune.datavalidation import BAD_INPUT_EXIT_CODE
 from kubetune.localcluster.nodes import GPU_PRODUCT, GPU_PRODUCT_LABEL, GPU_RESOURCE, build_node
 from kubetune.settings import LocalSettings
 from tests.factories import make_finetunejob
-from tests.kube import apply, get, pod_token, report, wait_for
+from tests.kube import apply, end_pod, get, pod_token, report, running_pod, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -44,27 +44,6 @@ def condition(status: dict, type_: str) -> dict:
 
 def pods_of(cluster, namespace, name="xbox") -> list[dict]:
     return get(cluster, "pods", "-n", namespace, "-l", f"{FINETUNEJOB_LABEL}={name}")["items"]
-
-
-def running_pod(cluster, namespace, name="xbox", exclude=()) -> dict:
-    return wait_for(
-        f"a running pod of {name}",
-        lambda: next(
-            (
-                p
-                for p in pods_of(cluster, namespace, name)
-                if p["status"].get("phase") == "Running" and p["metadata"]["name"] not in exclude
-            ),
-            None,
-        ),
-    )
-
-
-def finish(cluster, namespace, pod: dict, code: int, reason: str = "") -> None:
-    notes = [f"kwok.kubetune.io/exit-code={code}"]
-    if reason:
-        notes.append(f"kwok.kubetune.io/reason={reason}")
-    cluster.kubectl("annotate", "pod", pod["metadata"]["name"], "-n", namespace, *notes)
 
 
 def events_for(cluster, namespace, name) -> list[dict]:
@@ -161,7 +140,7 @@ def test_job_runs_to_succeeded_with_progress_and_a_model(
     # Running on a GPU node; progress through the real channel.
     status = wait_phase(cluster, namespace, "Running")
     assert status["startTime"]
-    pod = running_pod(cluster, namespace)
+    pod = running_pod(cluster, namespace, "xbox")
     assert pod["spec"]["nodeName"].startswith("kwok-gpu-")
     token = pod_token(cluster, namespace, pod)
     code, _ = report(
@@ -184,7 +163,7 @@ def test_job_runs_to_succeeded_with_progress_and_a_model(
     assert report(operator.port, namespace, "xbox", token, {"metrics": metrics})[0] == 200
     wait_for("metrics", lambda: ftj_status(cluster, namespace).get("metrics") == metrics)
 
-    finish(cluster, namespace, pod, 0)
+    end_pod(cluster, namespace, pod, 0)
     status = wait_phase(cluster, namespace, "Succeeded")
     assert status["completionTime"] >= status["startTime"]
     assert status["progress"]["percent"] == 100
@@ -282,7 +261,7 @@ def test_more_demand_than_gpus_queues_with_the_schedulers_reason(
     message = condition(ftj_status(cluster, namespace, queued), "Queued")["message"]
     assert f"Insufficient {GPU_RESOURCE}" in message
     first = next(n for n in names if n != queued)
-    finish(cluster, namespace, running_pod(cluster, namespace, first), 0)
+    end_pod(cluster, namespace, running_pod(cluster, namespace, first), 0)
     wait_phase(cluster, namespace, "Succeeded", first)
     wait_phase(cluster, namespace, "Running", queued, timeout=60)
     assert condition(ftj_status(cluster, namespace, queued), "Queued")["status"] == "False"
@@ -291,7 +270,7 @@ def test_more_demand_than_gpus_queues_with_the_schedulers_reason(
 def test_bad_input_fails_without_retry(cluster, namespace, operator, training_data, output_pvc):
     apply(cluster, make_finetunejob("bad"), namespace)
     pod = running_pod(cluster, namespace, "bad")
-    finish(cluster, namespace, pod, BAD_INPUT_EXIT_CODE, "InvalidTrainingData")
+    end_pod(cluster, namespace, pod, BAD_INPUT_EXIT_CODE, "InvalidTrainingData")
     status = wait_phase(cluster, namespace, "Failed", "bad")
     failed = condition(status, "Failed")
     assert failed["reason"] == "InvalidInput"
@@ -306,11 +285,11 @@ def test_infrastructure_failures_are_retried_then_fail(
 ):
     apply(cluster, make_finetunejob("flaky", backoffLimit=1), namespace)
     first = running_pod(cluster, namespace, "flaky")
-    finish(cluster, namespace, first, 137, "OOMKilled")
+    end_pod(cluster, namespace, first, 137, "OOMKilled")
     second = running_pod(cluster, namespace, "flaky", exclude={first["metadata"]["name"]})
     running = wait_phase(cluster, namespace, "Running", "flaky")
     assert "OOMKilled" in condition(running, "Running")["message"]
-    finish(cluster, namespace, second, 137, "OOMKilled")
+    end_pod(cluster, namespace, second, 137, "OOMKilled")
     status = wait_phase(cluster, namespace, "Failed", "flaky")
     failed = condition(status, "Failed")
     assert failed["reason"] == "BackoffLimitExceeded"
@@ -424,7 +403,7 @@ def test_restart_after_job_created_before_status_written(
     pod = running_pod(cluster, namespace, "crash")
     wait_phase(cluster, namespace, "Running", "crash")
     assert len(get(cluster, "jobs", "-n", namespace)["items"]) == 1
-    finish(cluster, namespace, pod, 0)
+    end_pod(cluster, namespace, pod, 0)
     wait_phase(cluster, namespace, "Succeeded", "crash")
     assert len(get(cluster, "jobs", "-n", namespace)["items"]) == 1
 
@@ -437,7 +416,7 @@ def test_kill_9_right_after_the_job_appears(
     operator.stop(signal.SIGKILL)
     operator.start()
     pod = running_pod(cluster, namespace, "killed")
-    finish(cluster, namespace, pod, 0)
+    end_pod(cluster, namespace, pod, 0)
     wait_phase(cluster, namespace, "Succeeded", "killed")
     assert [j["metadata"]["name"] for j in get(cluster, "jobs", "-n", namespace)["items"]] == [
         "killed"
@@ -455,7 +434,7 @@ def test_metrics_follow_the_jobs(cluster, namespace, operator, training_data, ou
         "Running counted",
         lambda: 'kubetune_finetunejobs{backend="local",phase="Running"} 1.0' in metrics(),
     )
-    finish(cluster, namespace, running_pod(cluster, namespace, "m"), 0)
+    end_pod(cluster, namespace, running_pod(cluster, namespace, "m"), 0)
     wait_for(
         "Succeeded counted",
         lambda: 'kubetune_finetunejobs{backend="local",phase="Succeeded"} 1.0' in metrics(),

@@ -19,8 +19,8 @@ from kubetune.backends.local.manifests import (
 )
 from kubetune.localcluster.storage import build_static_pv
 from kubetune.settings import LocalSettings
-from tests.factories import OUTPUT_CLAIM, make_deployment, make_model
-from tests.kube import apply, get, wait_for
+from tests.factories import OUTPUT_CLAIM, make_deployment, make_finetunejob, make_model
+from tests.kube import apply, end_pod, get, running_pod, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -200,21 +200,37 @@ def test_deletion_policy_delete_removes_the_adapter_first(cluster, namespace, op
     assert container["command"] == ["rm", "-rf", "--", "/models/adapters/m"]
     assert job["metadata"]["labels"][MODEL_LABEL] == "m"
     wait_phase(cluster, "ftm", "m", namespace, "Deleting")
-    pod = wait_for(
-        "the cleanup pod running",
-        lambda: next(
-            (
-                p
-                for p in get(cluster, "pods", "-n", namespace, "-l", "job-name=m-cleanup")["items"]
-                if p["status"].get("phase") == "Running"
-            ),
-            None,
-        ),
-    )
+    pod = running_pod(cluster, namespace, "m-cleanup")
     assert get(cluster, "ftm", "m", "-n", namespace) is not None
-    cluster.kubectl(
-        "annotate", "pod", pod["metadata"]["name"], "-n", namespace, "kwok.kubetune.io/exit-code=0"
-    )
+    end_pod(cluster, namespace, pod, 0)
+    gone(cluster, "ftm", "m", namespace)
+
+
+@pytest.mark.parametrize("end", ["succeeds", "is-deleted"])
+def test_model_a_job_trains_from_is_deleted_once_the_job_ends(
+    cluster, namespace, operator, output_pvc, training_data, end
+):
+    """Its adapter is the job's starting point: the cleanup must not pull it away."""
+    apply(cluster, make_model("m", deletionPolicy="Delete"), namespace)
+    wait_phase(cluster, "ftm", "m", namespace, "Ready")
+    apply(cluster, make_finetunejob("more", baseModel="model://m"), namespace)
+    pod = running_pod(cluster, namespace, "more")
+    delete(cluster, namespace, "ftm/m")
+    status = wait_phase(cluster, "ftm", "m", namespace, "DeletionBlocked")
+    (blocked,) = [c for c in status["conditions"] if c["type"] == "DeletionBlocked"]
+    assert (blocked["status"], blocked["reason"]) == ("True", "TrainingJobsExist")
+    assert blocked["message"].startswith("FineTuneJob more continues training from it")
+    assert get(cluster, "job", "m-cleanup", "-n", namespace) is None
+
+    if end == "succeeds":
+        end_pod(cluster, namespace, pod, 0)
+    else:
+        delete(cluster, namespace, "ftj/more")
+    cleanup = running_pod(cluster, namespace, "m-cleanup")
+    assert phase(cluster, "ftm", "m", namespace) == "Deleting"
+    if end == "succeeds":
+        assert phase(cluster, "ftj", "more", namespace) == "Succeeded"
+    end_pod(cluster, namespace, cleanup, 0)
     gone(cluster, "ftm", "m", namespace)
 
 

@@ -17,7 +17,17 @@ import pytest
 import yaml
 
 from tests.factories import make_deployment, make_finetunejob
-from tests.kube import ROOT, OperatorProcess, apply, get, pod_token, report, wait_for
+from tests.kube import (
+    ROOT,
+    OperatorProcess,
+    apply,
+    end_pod,
+    get,
+    pod_token,
+    report,
+    running_pod,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 pytest_plugins = ("tests.azurefake.fixtures",)
@@ -79,19 +89,6 @@ def chart_identity(cluster, binaries, tmp_path) -> Iterator[Callable[..., Path]]
         cluster.kubectl("delete", kind, name, "--wait=false", check=False)
 
 
-def running_pod(cluster, namespace, name):
-    return next(
-        (
-            p
-            for p in get(cluster, "pods", "-n", namespace, "-l", f"kubetune.io/finetunejob={name}")[
-                "items"
-            ]
-            if p["status"].get("phase") == "Running"
-        ),
-        None,
-    )
-
-
 def test_operator_works_with_the_charts_clusterrole_only(
     cluster, namespace, chart_identity, training_data, output_pvc, tmp_path
 ):
@@ -101,17 +98,10 @@ def test_operator_works_with_the_charts_clusterrole_only(
     op.start()
     try:
         apply(cluster, make_finetunejob("xbox"), namespace)
-        pod = wait_for("a running training pod", lambda: running_pod(cluster, namespace, "xbox"))
+        pod = running_pod(cluster, namespace, "xbox")
         token = pod_token(cluster, namespace, pod)
         assert report(op.port, namespace, "xbox", token, {"progress": {"step": 1}})[0] == 200
-        cluster.kubectl(
-            "annotate",
-            "pod",
-            pod["metadata"]["name"],
-            "-n",
-            namespace,
-            "kwok.kubetune.io/exit-code=0",
-        )
+        end_pod(cluster, namespace, pod, 0)
         wait_for(
             "the model",
             lambda: (

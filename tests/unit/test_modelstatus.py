@@ -53,6 +53,43 @@ def test_blocked_message_names_the_deployments():
     )
 
 
+def test_blocked_message_names_the_jobs_training_from_the_model():
+    assert blocked_message([], ["more"]) == (
+        "FineTuneJob more continues training from it: wait for it to finish, or delete it"
+    )
+    assert blocked_message(["chat"], ["more", "most"]) == (
+        "delete ModelDeployment chat first: a model cannot be deleted while it is deployed; "
+        "FineTuneJob more, most continues training from it: wait for it to finish, or delete it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("users", "reason"),
+    [
+        pytest.param([], "TrainingJobsExist", id="jobs-only"),
+        pytest.param(["chat"], "DeploymentsExist", id="deployments-and-jobs"),
+    ],
+)
+def test_deleting_while_a_job_trains_from_the_model_is_blocked(users: list[str], reason: str):
+    old = FineTunedModelStatus(phase=ModelPhase.READY, observed_generation=2)
+    new = usage_status(old, users, deleting=True, now=T1, trainers=["more"])
+    assert new.phase is ModelPhase.DELETION_BLOCKED
+    assert new.deployments == (users or None)
+    assert new.conditions == [
+        cond(BLOCKED, "True", reason, blocked_message(users, ["more"]), at=T1, gen=2)
+    ]
+    done = usage_status(new, [], deleting=True, now=T2)
+    assert done.phase is ModelPhase.DELETING
+    cleared = find_condition(done.conditions, BLOCKED)
+    assert cleared is not None
+    assert (cleared.status, cleared.reason) == (ConditionStatus.FALSE, "NotInUse")
+
+
+def test_a_job_training_from_a_model_does_not_change_its_phase_until_deleted():
+    old = FineTunedModelStatus(phase=ModelPhase.READY, observed_generation=1)
+    assert usage_status(old, [], deleting=False, now=T0, trainers=["more"]) == old
+
+
 @pytest.mark.parametrize(
     ("old_phase", "users", "want_phase", "want_deployments"),
     [

@@ -80,6 +80,7 @@ MUST_FIND = {
     "DataNotFound",
     "Validated",
     "DeploymentsExist",
+    "TrainingJobsExist",
     "AzureDeploymentsExist",
     "ModelNotReady",
     "MinimumReplicasAvailable",

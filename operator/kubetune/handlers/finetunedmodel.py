@@ -1,11 +1,13 @@
 """Kopf adapters for FineTunedModel, and the rule: a model cannot be deleted while a
-ModelDeployment of it exists.
+ModelDeployment of it exists, nor while a FineTuneJob continues training from it.
 
 Every model carries the finalizer `kubetune.io/model-protection`. When a model is
-deleted, the finalizer stays while any ModelDeployment references it (phase
-DeletionBlocked, a condition and a Warning event naming them); any event of a
-deployment or of the model re-checks, so the deletion completes by itself as soon
-as the last deployment is gone, in whatever order things were deleted. With
+deleted, the finalizer stays while any ModelDeployment references it, or any
+unfinished FineTuneJob has `baseModel: model://<it>` (phase DeletionBlocked, a
+condition and a Warning event naming them): a cleanup of its adapter would pull it
+from under the training. Any event of a deployment or of the model, and the end of
+such a job, re-checks, so the deletion completes by itself as soon as the last user
+is gone, in whatever order things were deleted. With
 `deletionPolicy: Delete` a cleanup Job removes the adapter first. The annotation
 `kubetune.io/force-delete: "true"` releases the finalizer at once, and a
 terminating namespace is never held up.
@@ -27,7 +29,7 @@ from kubetune.api.finetunedmodel import (
     FineTunedModelSpec,
     FineTunedModelStatus,
 )
-from kubetune.api.kinds import FINETUNEDMODEL, MODELDEPLOYMENT
+from kubetune.api.kinds import FINETUNEDMODEL, FINETUNEJOB, MODELDEPLOYMENT
 from kubetune.backends.foundry import ModelInUse
 from kubetune.backends.local.manifests import MODEL_LABEL, MODEL_PROTECTION, build_cleanup_job
 from kubetune.handlers.acceptance import accept, post_transition
@@ -36,10 +38,13 @@ from kubetune.handlers.foundry import delete_azure_model
 from kubetune.k8s import Obj, path
 from kubetune.metrics import observe_reconcile
 from kubetune.reconcile.finetunedmodel import BLOCKED, blocked_message, usage_status
+from kubetune.reconcile.finetunejob import TERMINAL
+from kubetune.reconcile.inputs import model_reference
 from kubetune.settings import LocalSettings
 
 FTM = (GROUP, VERSION, FINETUNEDMODEL.plural)
 MDEP = (GROUP, VERSION, MODELDEPLOYMENT.plural)
+FTJ = (GROUP, VERSION, FINETUNEJOB.plural)
 CLEANUP_JOBS = ("batch", "v1", "jobs")
 PROTECTION = MODEL_PROTECTION
 FORCE_DELETE = "kubetune.io/force-delete"
@@ -51,6 +56,16 @@ def model_of(spec: Any) -> str | None:
     return str(name) if name else None
 
 
+def continues_a_model(spec: kopf.Spec, **_: Any) -> bool:
+    """A FineTuneJob with `baseModel: model://<name>`."""
+    return model_reference(str(spec.get("baseModel") or "")) is not None
+
+
+def trains_from_a_model(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    """A FineTuneJob that continues from a model and has not finished."""
+    return continues_a_model(spec) and status.get("phase") not in TERMINAL
+
+
 def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
     @kopf.index(*MDEP, registry=registry, id="deployments_by_model")
     async def deployments_by_model(
@@ -58,15 +73,29 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
     ) -> dict[tuple[str | None, str | None], Any]:
         return {(namespace, model_of(spec)): name}
 
+    # A job leaves the index when it stops matching the filter (it finished).
+    @kopf.index(*FTJ, registry=registry, id="trainers_by_model", when=trains_from_a_model)
+    async def trainers_by_model(
+        namespace: str, name: str, spec: kopf.Spec, **_: Any
+    ) -> dict[tuple[str | None, str | None], Any]:
+        return {(namespace, model_reference(str(spec.get("baseModel")))): name}
+
     async def sync(
-        memo: kopf.Memo, namespace: str, name: str, by_model: kopf.Index[Any, str]
+        memo: kopf.Memo,
+        namespace: str,
+        name: str,
+        by_model: kopf.Index[Any, str],
+        trainers_of: kopf.Index[Any, str],
     ) -> None:
         """Bring status.deployments and the phase up to date; finish a deletion if allowed."""
         users = sorted(by_model.get((namespace, name), []))
+        trainers = sorted(trainers_of.get((namespace, name), []))
 
         def fold(obj: Obj, old: FineTunedModelStatus) -> FineTunedModelStatus:
             deleting = bool(obj["metadata"].get("deletionTimestamp"))
-            return usage_status(old, users, deleting=deleting, now=datetime.now(UTC))
+            return usage_status(
+                old, users, deleting=deleting, now=datetime.now(UTC), trainers=trainers
+            )
 
         change = await memo.status.update(
             FINETUNEDMODEL.plural, namespace, name, FineTunedModelStatus, fold
@@ -74,11 +103,11 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         if change is None:
             return
         if change.new.phase is FineTunedModelPhase.DELETION_BLOCKED:
-            post_transition(change, BLOCKED, blocked_message(users))
+            post_transition(change, BLOCKED, blocked_message(users, trainers))
         if change.obj["metadata"].get("deletionTimestamp"):
-            await finish_deletion(memo, change.obj)
+            await finish_deletion(memo, change.obj, trainers)
 
-    async def finish_deletion(memo: kopf.Memo, obj: Obj) -> None:
+    async def finish_deletion(memo: kopf.Memo, obj: Obj, trainers: list[str]) -> None:
         meta = obj["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         if PROTECTION not in (meta.get("finalizers") or []):
@@ -100,7 +129,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             for m in await memo.kube.list_custom(MODELDEPLOYMENT.plural, namespace)
             if model_of(m.get("spec")) == name
         )
-        if users and not terminating:
+        if (users or trainers) and not terminating:
             return
         spec = FineTunedModelSpec.model_validate(obj["spec"])
         if (
@@ -154,7 +183,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             with observe_reconcile(FINETUNEDMODEL.kind, "deletion-retry"), kopf_errors():
                 model = await memo.kube.get_custom(FINETUNEDMODEL.plural, namespace, name)
                 if model is not None and model["metadata"].get("deletionTimestamp"):
-                    await finish_deletion(memo, model)
+                    await finish_deletion(memo, model, [])  # an Azure model: not trained from
 
         def start() -> None:
             memo.rechecks.pop((namespace, name), None)
@@ -180,6 +209,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         meta: kopf.Meta,
         memo: kopf.Memo,
         deployments_by_model: kopf.Index[Any, str],
+        trainers_by_model: kopf.Index[Any, str],
         **_: Any,
     ) -> None:
         with observe_reconcile(FINETUNEDMODEL.kind, "reconcile"), kopf_errors():
@@ -191,7 +221,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             # One read and at most one status write for both (status.py).
             async with memo.status.coalesce(FINETUNEDMODEL.plural, namespace, name):
                 await accept(memo.status, FINETUNEDMODEL, namespace, name)
-                await sync(memo, namespace, name, deployments_by_model)
+                await sync(memo, namespace, name, deployments_by_model, trainers_by_model)
 
     @kopf.on.event(*FTM, registry=registry, id="model_event")
     async def model_event(
@@ -202,12 +232,13 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         body: kopf.Body,
         memo: kopf.Memo,
         deployments_by_model: kopf.Index[Any, str],
+        trainers_by_model: kopf.Index[Any, str],
         **_: Any,
     ) -> None:
         memo.status.saw(FINETUNEDMODEL.plural, event["type"], body)
         if event["type"] != "DELETED" and meta.get("deletionTimestamp"):
             with observe_reconcile(FINETUNEDMODEL.kind, "deletion"):
-                await sync(memo, namespace, name, deployments_by_model)
+                await sync(memo, namespace, name, deployments_by_model, trainers_by_model)
 
     @kopf.on.event(*MDEP, registry=registry, id="deployment_event")
     async def deployment_event(
@@ -216,12 +247,37 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         spec: kopf.Spec,
         memo: kopf.Memo,
         deployments_by_model: kopf.Index[Any, str],
+        trainers_by_model: kopf.Index[Any, str],
         **_: Any,
     ) -> None:
         model = model_of(spec)
         if model:
             with observe_reconcile(FINETUNEDMODEL.kind, "usage"):
-                await sync(memo, namespace, model, deployments_by_model)
+                await sync(memo, namespace, model, deployments_by_model, trainers_by_model)
+
+    @kopf.on.event(*FTJ, registry=registry, id="trainer_event", when=continues_a_model)
+    async def trainer_event(
+        event: kopf.RawEvent,
+        namespace: str,
+        spec: kopf.Spec,
+        status: kopf.Status,
+        memo: kopf.Memo,
+        deployments_by_model: kopf.Index[Any, str],
+        trainers_by_model: kopf.Index[Any, str],
+        **_: Any,
+    ) -> None:
+        """A job that continued from a model ended: a deletion of that model it held up
+        may go on (the index dropped the job before this runs)."""
+        if event["type"] is None:
+            return  # a listing (a restart): the model's own listing re-checks it
+        if event["type"] != "DELETED" and status.get("phase") not in TERMINAL:
+            return
+        model = model_reference(str(spec.get("baseModel")))
+        assert model is not None  # the filter
+        with observe_reconcile(FINETUNEDMODEL.kind, "usage"):
+            model_obj = await memo.kube.get_custom(FINETUNEDMODEL.plural, namespace, model)
+            if model_obj is not None and model_obj["metadata"].get("deletionTimestamp"):
+                await sync(memo, namespace, model, deployments_by_model, trainers_by_model)
 
     @kopf.on.event(
         *CLEANUP_JOBS, labels={MODEL_LABEL: kopf.PRESENT}, registry=registry, id="cleanup_event"
@@ -229,4 +285,4 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
     async def cleanup_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
         model = await memo.kube.get_custom(FINETUNEDMODEL.plural, namespace, labels[MODEL_LABEL])
         if model is not None and model["metadata"].get("deletionTimestamp"):
-            await finish_deletion(memo, model)
+            await finish_deletion(memo, model, [])  # its users were checked before cleanup

@@ -1,7 +1,9 @@
-"""FineTunedModel status from its deployments and deletion state. Pure: no I/O."""
+"""FineTunedModel status from its users (deployments, jobs training from it) and
+deletion state. Pure: no I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,9 +16,20 @@ BLOCKED = "DeletionBlocked"
 AZURE_BLOCKED = "AzureDeploymentsExist"
 
 
-def blocked_message(users: list[str]) -> str:
-    names = ", ".join(users)
-    return f"delete ModelDeployment {names} first: a model cannot be deleted while it is deployed"
+def blocked_message(users: Sequence[str], trainers: Sequence[str] = ()) -> str:
+    """What holds a deletion up: deployments of the model, and jobs training from it."""
+    parts = []
+    if users:
+        parts.append(
+            f"delete ModelDeployment {', '.join(users)} first: "
+            "a model cannot be deleted while it is deployed"
+        )
+    if trainers:
+        parts.append(
+            f"FineTuneJob {', '.join(trainers)} continues training from it: wait for it to "
+            "finish, or delete it"
+        )
+    return "; ".join(parts)
 
 
 def blocked_status(
@@ -38,19 +51,32 @@ def blocked_status(
 
 
 def usage_status(
-    old: FineTunedModelStatus, users: list[str], *, deleting: bool, now: datetime
+    old: FineTunedModelStatus,
+    users: list[str],
+    *,
+    deleting: bool,
+    now: datetime,
+    trainers: Sequence[str] = (),
 ) -> FineTunedModelStatus:
-    """Status for the model's current deployments (pure)."""
+    """Status for the model's current deployments (`users`) and the unfinished jobs
+    that continue training from it (`trainers`), which hold up its deletion too: a
+    cleanup of the adapter would pull it from under them (pure)."""
     update: dict[str, Any] = {"deployments": users or None}
     blocked_elsewhere = any(
         c.type == BLOCKED and c.status == ConditionStatus.TRUE and c.reason == AZURE_BLOCKED
         for c in old.conditions
     )
-    if deleting and not users and blocked_elsewhere:
+    in_use = bool(users or trainers)
+    if deleting and not in_use and blocked_elsewhere:
         return old.model_copy(update=update)  # only a retry of the Azure deletion unblocks it
     if deleting:
-        if users:
-            blocked = blocked_status(old, "DeploymentsExist", blocked_message(users), now=now)
+        if in_use:
+            blocked = blocked_status(
+                old,
+                "DeploymentsExist" if users else "TrainingJobsExist",
+                blocked_message(users, trainers),
+                now=now,
+            )
             update.update(phase=blocked.phase, conditions=blocked.conditions)
         else:
             update["phase"] = FineTunedModelPhase.DELETING
@@ -59,8 +85,8 @@ def usage_status(
                     old.conditions,
                     BLOCKED,
                     ConditionStatus.FALSE,
-                    "DeploymentsGone",
-                    "No ModelDeployment uses the model any more",
+                    "NotInUse",
+                    "No ModelDeployment or unfinished FineTuneJob uses the model any more",
                     generation=old.observed_generation,
                     now=now,
                 )

@@ -68,9 +68,14 @@ Resolution = Resolved | Waiting | Unusable
 
 def referenced_model(spec: FineTuneJobSpec) -> str | None:
     """The FineTunedModel named by `spec.baseModel: model://<name>`, else None."""
-    if not spec.base_model.startswith(MODEL_SCHEME):
+    return model_reference(spec.base_model)
+
+
+def model_reference(base_model: str) -> str | None:
+    """The FineTunedModel that a baseModel of `model://<name>` names, else None."""
+    if not base_model.startswith(MODEL_SCHEME):
         return None
-    return spec.base_model.removeprefix(MODEL_SCHEME)
+    return base_model.removeprefix(MODEL_SCHEME) or None
 
 
 def referenced_config_maps(spec: FineTuneJobSpec) -> dict[str, tuple[str, str]]:
