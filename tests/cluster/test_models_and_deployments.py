@@ -234,6 +234,32 @@ def test_model_a_job_trains_from_is_deleted_once_the_job_ends(
     gone(cluster, "ftm", "m", namespace)
 
 
+def test_a_held_up_deletion_goes_on_after_a_restart_in_which_the_job_ended(
+    cluster, namespace, operator, output_pvc, training_data
+):
+    """The restarted operator knows the jobs that continue from a model before it looks
+    at any model, and the job's end, found after the restart, lets the deletion go on."""
+    apply(cluster, make_model("m"), namespace)
+    wait_phase(cluster, "ftm", "m", namespace, "Ready")
+    apply(cluster, make_finetunejob("more", baseModel="model://m"), namespace)
+    pod = running_pod(cluster, namespace, "more")
+    delete(cluster, namespace, "ftm/m")
+    wait_phase(cluster, "ftm", "m", namespace, "DeletionBlocked")
+    operator.stop(signal.SIGKILL)
+    end_pod(cluster, namespace, pod, 0)
+    wait_for(
+        "the training Job complete",
+        lambda: any(
+            c["type"] == "Complete" and c["status"] == "True"
+            for c in get(cluster, "job", "more", "-n", namespace)["status"].get("conditions", [])
+        ),
+    )
+    assert phase(cluster, "ftm", "m", namespace) == "DeletionBlocked"
+    operator.start()
+    gone(cluster, "ftm", "m", namespace, timeout=30)
+    assert phase(cluster, "ftj", "more", namespace) == "Succeeded"
+
+
 def test_retain_policy_deletes_without_cleanup(cluster, namespace, operator, output_pvc):
     apply(cluster, make_model("m"), namespace)
     wait_phase(cluster, "ftm", "m", namespace, "Ready")

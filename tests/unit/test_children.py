@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from kubetune.handlers.children import Children
 
 KEY = ("team-a", "xbox")
@@ -86,3 +88,43 @@ def test_a_list_drops_what_was_deleted_unseen_in_its_namespace_only():
     assert view.listed("jobs", "team-a", {("team-a", "xbox")}) == set()
     assert view.listed("jobs", "team-a", set()) == {KEY}
     assert view.job(KEY) is None
+
+
+class Listing:
+    """Kube.iter_items over fixed FineTuneJobs, by namespace."""
+
+    def __init__(self, jobs: list[dict]) -> None:
+        self.jobs = jobs
+
+    async def iter_items(self, url: str):
+        for job in self.jobs:
+            if f"/namespaces/{job['metadata']['namespace']}/" in url:
+                yield job
+
+
+def ftj(namespace: str, name: str, base: str, phase: str | None) -> dict:
+    return {
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"baseModel": base},
+        "status": {"phase": phase} if phase else {},
+    }
+
+
+def test_load_knows_finished_jobs_and_the_models_unfinished_ones_continue_from():
+    listing = Listing(
+        [
+            ftj("team-a", "done", "model://m", "Succeeded"),
+            ftj("team-a", "more", "model://m", "Running"),
+            ftj("team-a", "new", "model://m", None),
+            ftj("team-a", "other", "model://n", "Pending"),
+            ftj("team-a", "fresh", "microsoft/Phi-3-mini-4k-instruct", "Running"),
+            ftj("team-b", "more", "model://m", "Running"),
+            ftj("team-c", "unwatched", "model://m", "Running"),
+        ]
+    )
+    view = asyncio.run(Children.load(listing, ["team-a", "team-b"]))  # type: ignore[arg-type]
+    assert view.finished == {("team-a", "done")}
+    assert view.trains_from("team-a", "m") == ["more", "new"]
+    assert view.trains_from("team-a", "n") == ["other"]
+    assert view.trains_from("team-b", "m") == ["more"]
+    assert view.trains_from("team-c", "m") == []

@@ -1,6 +1,7 @@
 """The training Jobs and pods of each unfinished FineTuneJob, as the watches last
-showed them (informer.py; slimmed to what the status logic reads), and which
-FineTuneJobs are finished.
+showed them (informer.py; slimmed to what the status logic reads), which
+FineTuneJobs are finished, and which unfinished ones continue from a FineTunedModel
+(whose deletion they hold up: handlers/finetunedmodel.py).
 
 Kopf indices would hold the same, but Kopf holds every handler back until each
 object of an indexed resource's first listing is indexed, and wakes every waiting
@@ -22,6 +23,7 @@ from kubetune.api.kinds import FINETUNEJOB
 from kubetune.backends.local.manifests import FINETUNEJOB_LABEL
 from kubetune.k8s import Kube, Obj, path
 from kubetune.reconcile.finetunejob import TERMINAL, read_parts
+from kubetune.reconcile.inputs import model_reference
 
 Key = tuple[str, str]
 
@@ -48,19 +50,30 @@ class Children:
     jobs: dict[Key, Obj] = field(default_factory=dict)
     pods: dict[Key, dict[str, Obj]] = field(default_factory=dict)
     finished: set[Key] = field(default_factory=set)
+    trainers: dict[Key, str] = field(default_factory=dict)
+    """Unfinished FineTuneJobs with `baseModel: model://<name>`: the model's name."""
 
     @classmethod
     async def load(cls, kube: Kube, namespaces: Iterable[str]) -> Children:
-        """Which FineTuneJobs are finished, from one paged list per watched namespace
-        (one for the cluster when `namespaces` is empty)."""
+        """Which FineTuneJobs are finished, and which continue from a model, from one
+        paged list per watched namespace (one for the cluster when `namespaces` is
+        empty)."""
         view = cls()
         for namespace in tuple(namespaces) or (None,):
             url = path(API_VERSION, FINETUNEJOB.plural, namespace)
             async for obj in kube.iter_items(url):
+                meta = obj["metadata"]
+                key = (meta["namespace"], meta["name"])
+                model = model_reference(str((obj.get("spec") or {}).get("baseModel") or ""))
                 if (obj.get("status") or {}).get("phase") in TERMINAL:
-                    meta = obj["metadata"]
-                    view.finished.add((meta["namespace"], meta["name"]))
+                    view.finished.add(key)
+                elif model is not None:
+                    view.trainers[key] = model
         return view
+
+    def trains_from(self, namespace: str, model: str) -> list[str]:
+        """The unfinished FineTuneJobs that continue from this model."""
+        return sorted(n for (ns, n), m in self.trainers.items() if (ns, m) == (namespace, model))
 
     def saw_job(self, key: Key, body: Any, *, deleted: bool) -> None:
         if deleted:

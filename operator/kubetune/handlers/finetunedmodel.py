@@ -33,6 +33,7 @@ from kubetune.api.kinds import FINETUNEDMODEL, FINETUNEJOB, MODELDEPLOYMENT
 from kubetune.backends.foundry import ModelInUse
 from kubetune.backends.local.manifests import MODEL_LABEL, MODEL_PROTECTION, build_cleanup_job
 from kubetune.handlers.acceptance import accept, post_transition
+from kubetune.handlers.children import Children
 from kubetune.handlers.errors import RETRY_BACKOFF, kopf_errors
 from kubetune.handlers.foundry import delete_azure_model
 from kubetune.k8s import Obj, path
@@ -61,11 +62,6 @@ def continues_a_model(spec: kopf.Spec, **_: Any) -> bool:
     return model_reference(str(spec.get("baseModel") or "")) is not None
 
 
-def trains_from_a_model(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    """A FineTuneJob that continues from a model and has not finished."""
-    return continues_a_model(spec) and status.get("phase") not in TERMINAL
-
-
 def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
     @kopf.index(*MDEP, registry=registry, id="deployments_by_model")
     async def deployments_by_model(
@@ -73,23 +69,13 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
     ) -> dict[tuple[str | None, str | None], Any]:
         return {(namespace, model_of(spec)): name}
 
-    # A job leaves the index when it stops matching the filter (it finished).
-    @kopf.index(*FTJ, registry=registry, id="trainers_by_model", when=trains_from_a_model)
-    async def trainers_by_model(
-        namespace: str, name: str, spec: kopf.Spec, **_: Any
-    ) -> dict[tuple[str | None, str | None], Any]:
-        return {(namespace, model_reference(str(spec.get("baseModel")))): name}
-
     async def sync(
-        memo: kopf.Memo,
-        namespace: str,
-        name: str,
-        by_model: kopf.Index[Any, str],
-        trainers_of: kopf.Index[Any, str],
+        memo: kopf.Memo, namespace: str, name: str, by_model: kopf.Index[Any, str]
     ) -> None:
         """Bring status.deployments and the phase up to date; finish a deletion if allowed."""
         users = sorted(by_model.get((namespace, name), []))
-        trainers = sorted(trainers_of.get((namespace, name), []))
+        children: Children = memo.children
+        trainers = children.trains_from(namespace, name)
 
         def fold(obj: Obj, old: FineTunedModelStatus) -> FineTunedModelStatus:
             deleting = bool(obj["metadata"].get("deletionTimestamp"))
@@ -209,7 +195,6 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         meta: kopf.Meta,
         memo: kopf.Memo,
         deployments_by_model: kopf.Index[Any, str],
-        trainers_by_model: kopf.Index[Any, str],
         **_: Any,
     ) -> None:
         with observe_reconcile(FINETUNEDMODEL.kind, "reconcile"), kopf_errors():
@@ -221,7 +206,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             # One read and at most one status write for both (status.py).
             async with memo.status.coalesce(FINETUNEDMODEL.plural, namespace, name):
                 await accept(memo.status, FINETUNEDMODEL, namespace, name)
-                await sync(memo, namespace, name, deployments_by_model, trainers_by_model)
+                await sync(memo, namespace, name, deployments_by_model)
 
     @kopf.on.event(*FTM, registry=registry, id="model_event")
     async def model_event(
@@ -232,13 +217,12 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         body: kopf.Body,
         memo: kopf.Memo,
         deployments_by_model: kopf.Index[Any, str],
-        trainers_by_model: kopf.Index[Any, str],
         **_: Any,
     ) -> None:
         memo.status.saw(FINETUNEDMODEL.plural, event["type"], body)
         if event["type"] != "DELETED" and meta.get("deletionTimestamp"):
             with observe_reconcile(FINETUNEDMODEL.kind, "deletion"):
-                await sync(memo, namespace, name, deployments_by_model, trainers_by_model)
+                await sync(memo, namespace, name, deployments_by_model)
 
     @kopf.on.event(*MDEP, registry=registry, id="deployment_event")
     async def deployment_event(
@@ -247,37 +231,40 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         spec: kopf.Spec,
         memo: kopf.Memo,
         deployments_by_model: kopf.Index[Any, str],
-        trainers_by_model: kopf.Index[Any, str],
         **_: Any,
     ) -> None:
         model = model_of(spec)
         if model:
             with observe_reconcile(FINETUNEDMODEL.kind, "usage"):
-                await sync(memo, namespace, model, deployments_by_model, trainers_by_model)
+                await sync(memo, namespace, model, deployments_by_model)
 
+    # baseModel is immutable: a job matches the filter from its creation to its deletion.
     @kopf.on.event(*FTJ, registry=registry, id="trainer_event", when=continues_a_model)
     async def trainer_event(
         event: kopf.RawEvent,
+        name: str,
         namespace: str,
         spec: kopf.Spec,
         status: kopf.Status,
         memo: kopf.Memo,
         deployments_by_model: kopf.Index[Any, str],
-        trainers_by_model: kopf.Index[Any, str],
         **_: Any,
     ) -> None:
-        """A job that continued from a model ended: a deletion of that model it held up
-        may go on (the index dropped the job before this runs)."""
-        if event["type"] is None:
-            return  # a listing (a restart): the model's own listing re-checks it
-        if event["type"] != "DELETED" and status.get("phase") not in TERMINAL:
-            return
+        """Keep track of the jobs that continue from a model; when one ends (or is
+        deleted), a deletion of that model it held up may go on."""
+        children: Children = memo.children
+        key = (namespace, name)
         model = model_reference(str(spec.get("baseModel")))
         assert model is not None  # the filter
+        if event["type"] != "DELETED" and status.get("phase") not in TERMINAL:
+            children.trainers[key] = model
+            return
+        if children.trainers.pop(key, None) is None:
+            return  # ended before: a later event, or a restart's listing
         with observe_reconcile(FINETUNEDMODEL.kind, "usage"):
-            model_obj = await memo.kube.get_custom(FINETUNEDMODEL.plural, namespace, model)
-            if model_obj is not None and model_obj["metadata"].get("deletionTimestamp"):
-                await sync(memo, namespace, model, deployments_by_model, trainers_by_model)
+            found = await memo.kube.get_custom(FINETUNEDMODEL.plural, namespace, model)
+            if found is not None and found["metadata"].get("deletionTimestamp"):
+                await sync(memo, namespace, model, deployments_by_model)
 
     @kopf.on.event(
         *CLEANUP_JOBS, labels={MODEL_LABEL: kopf.PRESENT}, registry=registry, id="cleanup_event"
