@@ -79,7 +79,8 @@ FINETUNEDMODEL = ResourceKind(
     short_names=("ftm",),
     description=(
         "FineTunedModel is a fine-tuned adapter or Azure model. It cannot be deleted while a "
-        "ModelDeployment uses it: deletion waits until the last deployment is gone."
+        "ModelDeployment uses it or an unfinished FineTuneJob continues training from it: "
+        "deletion waits until the last of them is gone."
     ),
     spec=FineTunedModelSpec,
     status=FineTunedModelStatus,

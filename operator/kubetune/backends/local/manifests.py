@@ -30,7 +30,8 @@ Manifest = dict[str, Any]
 FINETUNEJOB_LABEL = "kubetune.io/finetunejob"
 DEPLOYMENT_LABEL = "kubetune.io/modeldeployment"
 MODEL_LABEL = "kubetune.io/finetunedmodel"
-# Held on every FineTunedModel while a ModelDeployment uses it (handlers/finetunedmodel.py).
+# Held on every FineTunedModel while a ModelDeployment or an unfinished FineTuneJob uses
+# it (handlers/finetunedmodel.py).
 MODEL_PROTECTION = "kubetune.io/model-protection"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubetune", "app.kubernetes.io/part-of": "kubetune"}
 QUEUE_LABEL_PREFIX = "kueue.x-k8s.io/"
