@@ -6,6 +6,7 @@ runs `kubetune run` against it as its own process."""
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,3 +90,31 @@ def output_pvc(cluster: ControlPlane, namespace: str, output_volume: str) -> str
         f"pvc/{output_volume}",
     )
     return output_volume
+
+
+@pytest.fixture(scope="module")
+def peering_crds(cluster: ControlPlane, binaries: dict[str, Path]) -> None:
+    """Kopf's peering CRDs, as the chart installs them for replicas > 1."""
+    rendered = subprocess.run(
+        [
+            str(binaries["helm"]),
+            "template",
+            "kt",
+            str(ROOT / "charts" / "kubetune"),
+            "--set",
+            "replicas=2",
+            "--show-only",
+            "templates/peering.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    cluster.kubectl("apply", "-f", "-", input=rendered)
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/kopfpeerings.kopf.dev",
+        "crd/clusterkopfpeerings.kopf.dev",
+    )

@@ -502,6 +502,47 @@ def test_operator_killed_between_submit_and_status_write_makes_one_azure_job(
     assert reasons["Submitted"].startswith("Adopted the existing Azure job")
 
 
+def test_a_replica_outranked_by_a_new_peer_stops_calling_azure(
+    cluster: ControlPlane,
+    namespace: str,
+    azure_fake: AzureFake,
+    workload_identity: WorkloadIdentity,
+    peering_crds: None,
+    tmp_path: Path,
+) -> None:
+    """Kopf pauses its own handlers under a peer with a higher priority; our Azure polls
+    run outside them and must stop too, and the new peer carries the job on."""
+    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "00-xbox-data.yaml"))
+    peering = ("--namespace", namespace, "--peering", "kubetune", *FAST_POLLS)
+    low = OperatorProcess(cluster, tmp_path / "low.log", (*peering, "--priority", "100"))
+    high = OperatorProcess(cluster, tmp_path / "high.log", (*peering, "--priority", "200"))
+    azure_fake.state.auto_advance = False
+    low.start()
+    try:
+        wait_for("the lone replica to act", lambda: "Resuming operations" in low.log())
+        assert apply(cluster, foundry_job(azure_fake), namespace).returncode == 0
+        name = f"kubetune-{uid_of(cluster, namespace, 'ftj', 'xbox')}"
+        wait_phase(cluster, namespace, "ftj", "xbox", "Queued")
+        wait_for("the low replica polling", lambda: len(azure_fake.calls("job.get")) >= 2)
+
+        high.start()
+        wait_for("the low replica to pause", lambda: "Pausing operations" in low.log())
+        time.sleep(3)  # a poll step under way when the pause came may end its calls
+        paused_at = azure_requests(scrape(low))
+        azure_fake.advance_job(name, to="Running")
+        wait_phase(cluster, namespace, "ftj", "xbox", "Running")
+        azure_fake.advance_job(name, to="Completed")
+        wait_phase(cluster, namespace, "ftj", "xbox", "Succeeded", timeout=60)
+        assert azure_requests(scrape(low)) == paused_at
+        assert ("GET jobs", "200") in azure_requests(scrape(high))
+        assert "phase=Succeeded" in high.log()
+        assert "phase=Running" not in low.log()
+    finally:
+        high.stop()
+        low.stop()
+    assert len(azure_fake.state.jobs) == 1
+
+
 def test_service_principal_secret_never_shows(
     cluster: ControlPlane, namespace: str, azure_fake: AzureFake, foundry_operator: OperatorProcess
 ) -> None:

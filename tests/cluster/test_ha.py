@@ -5,42 +5,14 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
 import time
 
 import pytest
 
 from tests.factories import make_finetunejob
-from tests.kube import ROOT, OperatorProcess, apply, get, wait_for
+from tests.kube import OperatorProcess, apply, get, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def peering_crds(cluster, binaries):
-    rendered = subprocess.run(
-        [
-            str(binaries["helm"]),
-            "template",
-            "kt",
-            str(ROOT / "charts" / "kubetune"),
-            "--set",
-            "replicas=2",
-            "--show-only",
-            "templates/peering.yaml",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    cluster.kubectl("apply", "-f", "-", input=rendered)
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/kopfpeerings.kopf.dev",
-        "crd/clusterkopfpeerings.kopf.dev",
-    )
 
 
 def jobs_created(*logs: str) -> list[str]:
