@@ -27,6 +27,8 @@ from kubetune.errors import BackendRejected
 
 Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
+# The Accept header for an object's metadata alone.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 TRANSIENT = frozenset({429, 500, 502, 503, 504})
 RETRIES = 6
 BACKOFF = 0.2
@@ -159,6 +161,7 @@ class Kube:
         body: Obj | None = None,
         *,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> Obj:
         """One API call. Throttling (429), server errors (5xx) and dropped connections
         are retried with backoff, honouring Retry-After, as client-go does: every call
@@ -167,7 +170,7 @@ class Kube:
         relogged = False
         for attempt in range(RETRIES + 1):
             try:
-                return await self._request_once(method, url, body, content_type)
+                return await self._request_once(method, url, body, content_type, accept)
             except ApiError as e:
                 if e.status == 401 and not relogged:
                     relogged = True
@@ -187,13 +190,13 @@ class Kube:
         raise AssertionError("unreachable")
 
     async def _request_once(
-        self, method: str, url: str, body: Obj | None, content_type: str
+        self, method: str, url: str, body: Obj | None, content_type: str, accept: str
     ) -> Obj:
         async with self.session.request(
             method,
             self.server + url,
             data=None if body is None else json.dumps(body),
-            headers={**self.headers, "Accept": "application/json", "Content-Type": content_type},
+            headers={**self.headers, "Accept": accept, "Content-Type": content_type},
             proxy=self.proxy,
         ) as response:
             raw = await response.read()
@@ -202,13 +205,17 @@ class Kube:
         data: Obj = json.loads(raw)
         return data
 
-    async def get(self, url: str) -> Obj | None:
+    async def get(self, url: str, *, accept: str = "application/json") -> Obj | None:
         try:
-            return await self.request("GET", url)
+            return await self.request("GET", url, accept=accept)
         except ApiError as e:
             if e.status == 404:
                 return None
             raise
+
+    async def get_metadata(self, url: str) -> Obj | None:
+        """An object's metadata alone (PartialObjectMetadata), whatever its size."""
+        return await self.get(url, accept=METADATA_ONLY)
 
     async def iter_pages(
         self, url: str, params: Mapping[str, str] | None = None, page: int = PAGE
@@ -340,9 +347,6 @@ class Kube:
 
     async def get_pod(self, namespace: str, name: str) -> Obj | None:
         return await self.get(path("v1", "pods", namespace, name))
-
-    async def get_config_map(self, namespace: str, name: str) -> Obj | None:
-        return await self.get(path("v1", "configmaps", namespace, name))
 
     async def get_namespace(self, name: str) -> Obj | None:
         return await self.get(path("v1", "namespaces", None, name))

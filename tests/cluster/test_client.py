@@ -5,12 +5,14 @@ rotated token), paged lists, and watches of labelled objects."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
+from kubetune.configmapkeys import ConfigMapKeys
 from kubetune.errors import BackendRejected
 from kubetune.informer import Informer
 from kubetune.k8s import ApiError, Kube, path
@@ -54,7 +56,7 @@ def test_reads_creates_and_refusals(cluster, namespace, monkeypatch):
         kube = await Kube.connect()
         try:
             assert not kube.session.trust_env  # no proxy or netrc lookups per request
-            assert await kube.get_config_map(namespace, "absent") is None
+            assert await kube.get(path("v1", "configmaps", namespace, "absent")) is None
             body = {"metadata": {"name": "c"}, "data": {"k": "v"}}
             first, created = await kube.create(path("v1", "configmaps", namespace), body)
             again, created_again = await kube.create(path("v1", "configmaps", namespace), body)
@@ -78,14 +80,64 @@ def test_a_rotated_token_is_read_again_after_a_401(
         kube = await Kube.connect()
         try:
             with pytest.raises(ApiError) as refused:
-                await kube.get_config_map(namespace, "absent")
+                await kube.get(path("v1", "configmaps", namespace, "absent"))
             assert refused.value.status == 401  # the same stale token: no loop, no retry storm
             token_kubeconfig(cluster, config, reader_token)  # what a token rotation does
-            assert await kube.get_config_map(namespace, "absent") is None
+            assert await kube.get(path("v1", "configmaps", namespace, "absent")) is None
             made, _ = await kube.create(
                 path("v1", "configmaps", namespace), {"metadata": {"name": "made"}}
             )
             assert made["metadata"]["name"] == "made"
+        finally:
+            await kube.close()
+
+    asyncio.run(main())
+
+
+class CountingReads:
+    """Our client, counting the whole-object GETs that go through it."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.whole = 0
+
+    async def get(self, url: str) -> dict | None:
+        self.whole += 1
+        return await self.kube.get(url)
+
+    async def get_metadata(self, url: str) -> dict | None:
+        return await self.kube.get_metadata(url)
+
+
+def test_dataset_keys_are_read_whole_once_per_version(cluster, namespace, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    dataset = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "data"},
+        "data": {"train.jsonl": "x" * 500_000},
+    }
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(dataset))
+
+    async def main() -> None:
+        kube = await Kube.connect()
+        try:
+            meta = await kube.get_metadata(path("v1", "configmaps", namespace, "data"))
+            assert meta is not None
+            assert meta["kind"] == "PartialObjectMetadata"
+            assert "data" not in meta
+            reads = CountingReads(kube)
+            keys = ConfigMapKeys(reads)  # type: ignore[arg-type]
+            for _ in range(3):
+                assert await keys.keys(namespace, "data") == {"train.jsonl"}
+            assert reads.whole == 1
+            patch = {"data": {"val.jsonl": "{}"}}
+            await kube.patch(path("v1", "configmaps", namespace, "data"), patch)
+            assert await keys.keys(namespace, "data") == {"train.jsonl", "val.jsonl"}
+            assert reads.whole == 2
+            await kube.request("DELETE", path("v1", "configmaps", namespace, "data"))
+            assert await keys.keys(namespace, "data") is None
+            assert await keys.keys(namespace, "absent") is None
         finally:
             await kube.close()
 

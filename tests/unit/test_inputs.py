@@ -27,7 +27,7 @@ from kubetune.reconcile.inputs import (
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 PHI3 = "microsoft/Phi-3-mini-4k-instruct"
-DATA = {"data": {"train.jsonl": "{}", "val.jsonl": "{}"}}
+DATA = {"train.jsonl", "val.jsonl"}
 MODEL_SPEC = {
     "baseModel": PHI3,
     "source": {"pvc": {"claimName": "kubetune-models", "path": "adapters/v1"}},
@@ -118,14 +118,14 @@ def test_referenced_names():
         ),
         pytest.param(
             {"training": {"configMap": {"name": "data", "key": "train.jsonl"}}},
-            {"data": {"data": {"other.jsonl": "{}"}}},
+            {"data": {"other.jsonl"}},
             "spec.dataset.training",
             "ConfigMap data has no key train.jsonl (keys: other.jsonl)",
             id="training-key-missing",
         ),
         pytest.param(
             {"training": {"configMap": {"name": "data", "key": "train.jsonl"}}},
-            {"data": {}},
+            {"data": set()},
             "spec.dataset.training",
             "ConfigMap data has no key train.jsonl (keys: none)",
             id="empty-configmap",
@@ -152,13 +152,6 @@ def test_missing_dataset_waits_then_fails_naming_the_field(dataset, config_maps,
     assert 1 <= waiting.retry_after <= 5
     failed = resolve(spec, config_maps=config_maps, age=300)
     assert failed == Unusable("DatasetNotFound", f"{field}: {problem} (waited 300s)")
-
-
-def test_binary_data_key_counts():
-    spec = make_spec()
-    assert isinstance(
-        resolve(spec, config_maps={"data": {"binaryData": {"train.jsonl": "e30="}}}), Resolved
-    )
 
 
 def test_retry_never_outlasts_the_deadline():

@@ -37,6 +37,7 @@ from kubetune.backends.local.manifests import (
     build_finetuned_model,
     build_training_job,
 )
+from kubetune.configmapkeys import ConfigMapKeys
 from kubetune.errors import BackendRejected, InvalidSpec, NotReady
 from kubetune.handlers.acceptance import accept, post_transition
 from kubetune.handlers.children import Children, Key
@@ -282,8 +283,9 @@ async def check_inputs(
     """The job's dataset ConfigMaps and model:// base, resolved (reconcile/inputs.py):
     None when the job failed; raises NotReady (a retry) while it waits for them."""
     namespace, name = key
+    dataset_keys: ConfigMapKeys = memo.dataset_keys
     config_maps = {
-        cm: await memo.kube.get_config_map(namespace, cm)
+        cm: await dataset_keys.keys(namespace, cm)
         for cm, _ in referenced_config_maps(spec).values()
     }
     wanted = referenced_model(spec)

@@ -11,6 +11,7 @@ import kopf
 from kubetune import events
 from kubetune.api.common import GROUP
 from kubetune.backends.foundry.connections import Connections
+from kubetune.configmapkeys import ConfigMapKeys
 from kubetune.handlers import finetunedmodel, finetunejob, foundry, modeldeployment
 from kubetune.handlers.bookkeeping import ObservedGeneration, ProgressAnnotations
 from kubetune.handlers.children import Children
@@ -91,6 +92,7 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
             await ensure_peering(memo.kube, options.peering, options.namespaces)
         memo.status = StatusWriter(memo.kube)
         memo.children = await Children.load(memo.kube, options.namespaces)
+        memo.dataset_keys = ConfigMapKeys(memo.kube)
         memo.phases = {}
         memo.foundry = Connections(memo.kube)
         memo.foundry_settings = options.foundry

@@ -19,7 +19,7 @@ Two kinds of reference, two policies:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -90,23 +90,19 @@ def referenced_config_maps(spec: FineTuneJobSpec) -> dict[str, tuple[str, str]]:
     return refs
 
 
-def _keys(config_map: Obj) -> set[str]:
-    return {*(config_map.get("data") or {}), *(config_map.get("binaryData") or {})}
-
-
 def _check_data(
     spec: FineTuneJobSpec,
-    config_maps: Mapping[str, Obj | None],
+    config_maps: Mapping[str, Collection[str] | None],
     namespace: str,
     age: float,
     timeout: float,
 ) -> Waiting | Unusable | None:
     for field, (name, key) in referenced_config_maps(spec).items():
-        config_map = config_maps.get(name)
-        if config_map is None:
+        keys = config_maps.get(name)
+        if keys is None:
             problem = f"{field}: ConfigMap {name} does not exist in namespace {namespace}"
-        elif key not in _keys(config_map):
-            have = ", ".join(sorted(_keys(config_map))) or "none"
+        elif key not in keys:
+            have = ", ".join(sorted(keys)) or "none"
             problem = f"{field}: ConfigMap {name} has no key {key} (keys: {have})"
         else:
             continue
@@ -172,13 +168,13 @@ def resolve_inputs(
     *,
     name: str,
     namespace: str,
-    config_maps: Mapping[str, Obj | None],
+    config_maps: Mapping[str, Collection[str] | None],
     model: Obj | None,
     age: float,
     timeout: float,
 ) -> Resolution:
     """Checks the job's references. `config_maps` maps each referenced ConfigMap's name
-    to the object (None: not found); `model` is the FineTunedModel that spec.baseModel
+    to its keys (None: not found); `model` is the FineTunedModel that spec.baseModel
     names (None: not found, or spec.baseModel is not model://); `age` is seconds since
     the job was created."""
     wanted = referenced_model(spec)
