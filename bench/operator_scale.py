@@ -291,10 +291,13 @@ class Bench:
         path.write_text(yaml.safe_dump(config))
         return path
 
-    def prepare_namespace(self, namespace: str) -> None:
-        """The namespace with the training data ConfigMap and a bound output PVC."""
+    def prepare_namespace(self, namespace: str, dataset_kib: int) -> None:
+        """The namespace with the training data ConfigMap (`dataset_kib` KiB bigger, in a
+        key no job reads) and a bound output PVC."""
         self.cp.kubectl("create", "namespace", namespace)
-        self.cp.kubectl("apply", "-n", namespace, "-f", str(DATA))
+        data = yaml.safe_load(DATA.read_text())
+        data["data"]["padding.txt"] = "x" * (dataset_kib * 1024)
+        self.cp.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(data))
         pv = build_static_pv(namespace, OUTPUT_CLAIM)
         self.cp.kubectl("apply", "-f", "-", input=json.dumps(pv))
         self.cp.kubectl("apply", "-n", namespace, "-f", str(PVC))
@@ -602,7 +605,7 @@ def by_verb(requests: list[tuple[float, str, str]], per: int) -> dict[str, float
 async def measure(bench: Bench, ctl: Controller, n: int, args: argparse.Namespace) -> Run:
     namespace = f"{ctl.key}-{n}"
     run = Run(ctl, n, namespace)
-    bench.prepare_namespace(namespace)
+    bench.prepare_namespace(namespace, args.dataset_kib)
     account = f"{ctl.key}-{n}"
     user = f"system:serviceaccount:{ACCOUNTS_NS}:{account}"
     kubeconfig = bench.kubeconfig_for(account)
@@ -746,6 +749,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=100, help="requests in flight")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per wait")
     parser.add_argument("--workdir", type=Path, help="keep logs here (default: a temp dir)")
+    parser.add_argument(
+        "--dataset-kib", type=int, default=0, help="make the data ConfigMap this much bigger"
+    )
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))

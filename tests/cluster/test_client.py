@@ -105,8 +105,17 @@ class CountingReads:
         self.whole += 1
         return await self.kube.get(url)
 
-    async def get_metadata(self, url: str) -> dict | None:
-        return await self.kube.get_metadata(url)
+    async def get_metadata(self, url: str, *, cached: bool = False) -> dict | None:
+        return await self.kube.get_metadata(url, cached=cached)
+
+
+async def eventually(keys: ConfigMapKeys, namespace: str, name: str, want: set[str] | None) -> None:
+    """Check until the keys are `want`: the watch cache catches up within moments."""
+    for _ in range(100):
+        if await keys.keys(namespace, name) == want:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"ConfigMap {name}'s keys never became {want}")
 
 
 def test_dataset_keys_are_read_whole_once_per_version(cluster, namespace, monkeypatch):
@@ -133,11 +142,20 @@ def test_dataset_keys_are_read_whole_once_per_version(cluster, namespace, monkey
             assert reads.whole == 1
             patch = {"data": {"val.jsonl": "{}"}}
             await kube.patch(path("v1", "configmaps", namespace, "data"), patch)
-            assert await keys.keys(namespace, "data") == {"train.jsonl", "val.jsonl"}
+            # The watch cache shows the new version within moments.
+            await eventually(keys, namespace, "data", {"train.jsonl", "val.jsonl"})
             assert reads.whole == 2
+            # Many checks of a version not seen yet at once: one of them reads it.
+            other = {"metadata": {"name": "other"}, "data": {"a.jsonl": "{}"}}
+            await kube.create(path("v1", "configmaps", namespace), other)
+            answers = await asyncio.gather(*(keys.keys(namespace, "other") for _ in range(10)))
+            assert answers == [{"a.jsonl"}] * 10
+            assert reads.whole == 3
             await kube.request("DELETE", path("v1", "configmaps", namespace, "data"))
-            assert await keys.keys(namespace, "data") is None
             assert await keys.keys(namespace, "absent") is None
+            # Deleted: gone from etcd at once, from the watch cache within moments.
+            assert await keys.keys(namespace, "data") in (None, {"train.jsonl", "val.jsonl"})
+            await eventually(keys, namespace, "data", None)
         finally:
             await kube.close()
 
