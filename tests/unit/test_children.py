@@ -128,3 +128,18 @@ def test_load_knows_finished_jobs_and_the_models_unfinished_ones_continue_from()
     assert view.trains_from("team-a", "n") == ["other"]
     assert view.trains_from("team-b", "m") == ["more"]
     assert view.trains_from("team-c", "m") == []
+
+
+def test_a_job_continuing_from_a_model_is_kept_until_it_ends_or_goes():
+    view = Children()
+    more, other = ("team-a", "more"), ("team-a", "other")
+    assert view.saw_trainer(more, "model://m", None) is None
+    assert view.saw_trainer(more, "model://m", "Running") is None
+    assert view.saw_trainer(other, "microsoft/Phi-3-mini-4k-instruct", "Running") is None
+    assert view.trains_from("team-a", "m") == ["more"]
+    assert view.saw_trainer(more, "model://m", "Succeeded") == "m"  # it ended: re-check m
+    assert view.saw_trainer(more, "model://m", "Succeeded") is None  # a later event
+    assert view.trains_from("team-a", "m") == []
+    view.saw_trainer(more, "model://m", "Running")
+    assert view.saw_trainer(more, "model://m", "Running", deleted=True) == "m"
+    assert view.trainers == {}

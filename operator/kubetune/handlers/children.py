@@ -64,12 +64,23 @@ class Children:
             async for obj in kube.iter_items(url):
                 meta = obj["metadata"]
                 key = (meta["namespace"], meta["name"])
-                model = model_reference(str((obj.get("spec") or {}).get("baseModel") or ""))
-                if (obj.get("status") or {}).get("phase") in TERMINAL:
+                phase = (obj.get("status") or {}).get("phase")
+                if phase in TERMINAL:
                     view.finished.add(key)
-                elif model is not None:
-                    view.trainers[key] = model
+                view.saw_trainer(key, (obj.get("spec") or {}).get("baseModel"), phase)
         return view
+
+    def saw_trainer(
+        self, key: Key, base_model: str | None, phase: str | None, *, deleted: bool = False
+    ) -> str | None:
+        """A FineTuneJob as listed or as an event showed it: kept while it continues
+        from a model and has not finished; returns the model of one that was kept and
+        has now finished or gone."""
+        model = model_reference(base_model or "")
+        if model is not None and not deleted and phase not in TERMINAL:
+            self.trainers[key] = model
+            return None
+        return self.trainers.pop(key, None)
 
     def trains_from(self, namespace: str, model: str) -> list[str]:
         """The unfinished FineTuneJobs that continue from this model."""

@@ -39,7 +39,6 @@ from kubetune.handlers.foundry import delete_azure_model
 from kubetune.k8s import Obj, path
 from kubetune.metrics import observe_reconcile
 from kubetune.reconcile.finetunedmodel import BLOCKED, blocked_message, usage_status
-from kubetune.reconcile.finetunejob import TERMINAL
 from kubetune.reconcile.inputs import model_reference
 from kubetune.settings import LocalSettings
 
@@ -91,11 +90,12 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         if change.new.phase is FineTunedModelPhase.DELETION_BLOCKED:
             post_transition(change, BLOCKED, blocked_message(users, trainers))
         if change.obj["metadata"].get("deletionTimestamp"):
-            await finish_deletion(memo, change.obj, trainers)
+            await finish_deletion(memo, change.obj)
 
-    async def finish_deletion(memo: kopf.Memo, obj: Obj, trainers: list[str]) -> None:
+    async def finish_deletion(memo: kopf.Memo, obj: Obj) -> None:
         meta = obj["metadata"]
         namespace, name = meta["namespace"], meta["name"]
+        children: Children = memo.children
         if PROTECTION not in (meta.get("finalizers") or []):
             return
         if (meta.get("annotations") or {}).get(FORCE_DELETE) == "true":
@@ -115,7 +115,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             for m in await memo.kube.list_custom(MODELDEPLOYMENT.plural, namespace)
             if model_of(m.get("spec")) == name
         )
-        if (users or trainers) and not terminating:
+        if (users or children.trains_from(namespace, name)) and not terminating:
             return
         spec = FineTunedModelSpec.model_validate(obj["spec"])
         if (
@@ -169,7 +169,7 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
             with observe_reconcile(FINETUNEDMODEL.kind, "deletion-retry"), kopf_errors():
                 model = await memo.kube.get_custom(FINETUNEDMODEL.plural, namespace, name)
                 if model is not None and model["metadata"].get("deletionTimestamp"):
-                    await finish_deletion(memo, model, [])  # an Azure model: not trained from
+                    await finish_deletion(memo, model)
 
         def start() -> None:
             memo.rechecks.pop((namespace, name), None)
@@ -253,14 +253,14 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
         """Keep track of the jobs that continue from a model; when one ends (or is
         deleted), a deletion of that model it held up may go on."""
         children: Children = memo.children
-        key = (namespace, name)
-        model = model_reference(str(spec.get("baseModel")))
-        assert model is not None  # the filter
-        if event["type"] != "DELETED" and status.get("phase") not in TERMINAL:
-            children.trainers[key] = model
-            return
-        if children.trainers.pop(key, None) is None:
-            return  # ended before: a later event, or a restart's listing
+        model = children.saw_trainer(
+            (namespace, name),
+            spec.get("baseModel"),
+            status.get("phase"),
+            deleted=event["type"] == "DELETED",
+        )
+        if model is None:
+            return  # still training, or ended before (a later event, a restart's listing)
         with observe_reconcile(FINETUNEDMODEL.kind, "usage"):
             found = await memo.kube.get_custom(FINETUNEDMODEL.plural, namespace, model)
             if found is not None and found["metadata"].get("deletionTimestamp"):
@@ -272,4 +272,4 @@ def register(registry: kopf.OperatorRegistry, settings: LocalSettings) -> None:
     async def cleanup_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
         model = await memo.kube.get_custom(FINETUNEDMODEL.plural, namespace, labels[MODEL_LABEL])
         if model is not None and model["metadata"].get("deletionTimestamp"):
-            await finish_deletion(memo, model, [])  # its users were checked before cleanup
+            await finish_deletion(memo, model)
